@@ -1,0 +1,3 @@
+from expert_deploy.cli import entrypoint
+
+entrypoint()

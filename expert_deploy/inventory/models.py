@@ -1,0 +1,251 @@
+"""The inventory: a typed, frozen description of one Expert Router deployment.
+
+Every model forbids unknown keys, so a misspelt key is an error with a suggestion (see
+``loader.py``), never silently ignored. Paths in an inventory are relative to the inventory
+file; the loader passes that folder in the validation context.
+
+Fields that usually repeat across experts live in ``ExpertSettings``; an inventory's
+``defaults`` block has that shape and fills every key an expert does not set itself.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    model_validator,
+)
+
+from expert_deploy.inventory.toolchain import Quantization
+
+EngineKind = Literal["tensorrt_llm", "transformers", "synthetic"]
+KvCacheDtype = Literal["auto", "fp16", "bf16", "fp8", "int8"]
+RuntimeKind = Literal["process", "docker", "ansible"]
+Device = Literal["gpu", "cpu"]
+Scaler = Literal["l2_normalizer", "standard"]
+Fallback = Literal["next_nearest", "reject"]
+Balancing = Literal["round_robin", "least_conn", "random"]
+
+#: Names that end up in file names, container names and Prometheus labels.
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _relative_to_inventory(value: Path, info: ValidationInfo) -> Path:
+    """Resolve a relative path against the inventory file's folder (passed as context)."""
+    base = (info.context or {}).get("base_dir")
+    if base is None or value.is_absolute():
+        return value
+    return (Path(base) / value).resolve()
+
+
+InventoryPath = Annotated[Path, AfterValidator(_relative_to_inventory)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class GpuSpec(_Frozen):
+    """The GPUs of one host; memory and compute capability default from the catalogue."""
+
+    count: int = Field(ge=0, le=64)
+    model: str | None = Field(default=None, description="a name from the GPU catalogue")
+    memory_gib: float | None = Field(default=None, gt=0)
+    compute_capability: str | None = Field(default=None, pattern=r"^\d+\.\d+$")
+
+
+class Host(_Frozen):
+    name: Name
+    address: str = Field(min_length=1)
+    gpus: GpuSpec = GpuSpec(count=0)
+    ssh_user: str | None = None
+
+
+class ModelSource(_Frozen):
+    """Where an expert's weights come from: a Hugging Face repository at a revision."""
+
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    revision: str = Field(default="main", min_length=1)
+    #: A local config.json for architectures the planner does not know.
+    config: InventoryPath | None = None
+
+
+class Placement(_Frozen):
+    """Where an expert runs: a host and, on GPUs, replicas × TP × PP GPU indices."""
+
+    host: str
+    gpus: tuple[Annotated[int, Field(ge=0)], ...] = ()
+
+
+class ExpertPorts(_Frozen):
+    http: Port | None = None
+    grpc: Port | None = None
+    metrics: Port | None = None
+
+
+class SyntheticSpec(_Frozen):
+    """A weightless expert that streams ``tokens`` tokens with a known TTFT and TPOT."""
+
+    ttft_ms: float = Field(default=50.0, ge=0)
+    tpot_ms: float = Field(default=10.0, ge=0)
+    tokens: int = Field(default=128, ge=1)
+
+
+class ExpertSettings(_Frozen):
+    """Serving settings of an expert; also the shape of the inventory's ``defaults``."""
+
+    engine: EngineKind = "tensorrt_llm"
+    quantization: Quantization = "bf16"
+    kv_cache_dtype: KvCacheDtype = "auto"
+    tp_size: int = Field(default=1, ge=1, le=64)
+    pp_size: int = Field(default=1, ge=1, le=64)
+    max_batch_size: int = Field(default=64, ge=1)
+    max_input_len: int = Field(default=2048, ge=1)
+    max_seq_len: int = Field(default=4096, ge=2)
+    max_num_tokens: int | None = Field(default=None, ge=1)
+    kv_cache_free_gpu_mem_fraction: float = Field(default=0.9, gt=0, le=1)
+    #: CUDA context, activations and workspace the planner reserves besides weights and KV.
+    runtime_overhead_gib: float = Field(default=3.0, ge=0)
+    #: ``None`` means: GPU for tensorrt_llm, CPU for synthetic and transformers.
+    device: Device | None = None
+    startup_budget_s: float = Field(default=1800.0, gt=0)
+    #: Identical servers of this expert (the gateway picks the least busy one).
+    replicas: int = Field(default=1, ge=1, le=64)
+    synthetic: SyntheticSpec = SyntheticSpec()
+
+
+class Expert(ExpertSettings):
+    id: Name
+    cluster: int = Field(ge=0)
+    model: ModelSource | None = None
+    placement: Placement | None = None
+    ports: ExpertPorts = ExpertPorts()
+
+    @property
+    def resolved_device(self) -> Device:
+        if self.device is not None:
+            return self.device
+        return "gpu" if self.engine == "tensorrt_llm" else "cpu"
+
+    @property
+    def gpus_needed(self) -> int:
+        """GPUs this expert's server takes: TP × PP ranks, or none on the CPU."""
+        return self.tp_size * self.pp_size if self.resolved_device == "gpu" else 0
+
+
+class Runtime(_Frozen):
+    kind: RuntimeKind = "process"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _accept_bare_name(cls, data: Any) -> Any:
+        # `runtime: docker` is how people write it; the mapping form leaves room for options.
+        return {"kind": data} if isinstance(data, str) else data
+
+
+class FitSource(_Frozen):
+    """Fit the c-BTM router on a JSONL corpus (one ``{"text": ...}`` per line)."""
+
+    kind: Literal["fit"]
+    corpus: InventoryPath
+    text_field: str = "text"
+    seed: int = 0
+
+
+class ArtifactSource(_Frozen):
+    """Use a router already saved as arrays (``expert-deploy router fit --out``)."""
+
+    kind: Literal["artifact"]
+    path: InventoryPath
+
+
+class CbtmSource(_Frozen):
+    """Convert the published c-BTM pickles (trusted files only) into arrays."""
+
+    kind: Literal["cbtm"]
+    tfidf: InventoryPath
+    kmeans: InventoryPath
+
+
+RouterSource = Annotated[FitSource | ArtifactSource | CbtmSource, Field(discriminator="kind")]
+
+
+class RouterSpec(_Frozen):
+    source: RouterSource
+    k: int = Field(ge=1, le=1024)
+    scaler: Scaler = "l2_normalizer"
+    fallback: Fallback = "next_nearest"
+
+
+class AuthSpec(_Frozen):
+    """Where the gateway finds its secrets: names of variables and files, never values."""
+
+    api_keys_env: str | None = "EXPERT_DEPLOY_API_KEYS"
+    api_keys_file: InventoryPath | None = None
+    admin_token_env: str = "EXPERT_DEPLOY_ADMIN_TOKEN"  # noqa: S105 (a variable name)
+
+
+class GatewaySpec(_Frozen):
+    replicas: int = Field(default=2, ge=1, le=256)
+    #: Host the replicas run on; the first host when unset.
+    host: str | None = None
+    http_base_port: Port = 9000
+    grpc_base_port: Port = 9100
+    admin_base_port: Port = 9200
+    auth: AuthSpec = AuthSpec()
+
+
+class NginxSpec(_Frozen):
+    enabled: bool = True
+    listen_port: Port = 8080
+    strategy: Balancing = "round_robin"
+
+
+class TritonSpec(_Frozen):
+    """Port blocks of the per-expert Triton servers: expert j on a host gets base + j × stride."""
+
+    http_base_port: Port = 8000
+    grpc_base_port: Port = 8001
+    metrics_base_port: Port = 8002
+    port_stride: int = Field(default=10, ge=3)
+
+
+class Inventory(_Frozen):
+    """A whole deployment: hosts, experts, router, gateway, NGINX."""
+
+    name: Name
+    toolchain: str = "trtllm-0.11"
+    runtime: Runtime = Runtime()
+    hosts: tuple[Host, ...] = Field(min_length=1)
+    defaults: ExpertSettings | None = None
+    experts: tuple[Expert, ...] = Field(min_length=1)
+    router: RouterSpec
+    gateway: GatewaySpec = GatewaySpec()
+    nginx: NginxSpec = NginxSpec()
+    triton: TritonSpec = TritonSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _apply_defaults(cls, data: Any) -> Any:
+        """Fill each expert's missing keys from ``defaults`` before the experts validate."""
+        if not isinstance(data, dict):
+            return data
+        defaults = data.get("defaults")
+        experts = data.get("experts")
+        if not isinstance(defaults, dict) or not isinstance(experts, list):
+            return data
+        merged = [{**defaults, **e} if isinstance(e, dict) else e for e in experts]
+        return {**data, "experts": merged}
+
+    def host(self, name: str) -> Host | None:
+        return next((h for h in self.hosts if h.name == name), None)
+
+    def expert(self, expert_id: str) -> Expert | None:
+        return next((e for e in self.experts if e.id == expert_id), None)
