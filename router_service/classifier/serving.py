@@ -1,0 +1,154 @@
+"""Serve-time classification: the c-BTM transform over plain arrays, no scikit-learn.
+
+Per prompt: lower-case → regex tokens → look each token up in a precomputed dict (which
+already excludes stop words and digit-led terms, see ``text.servable_terms``) → counts × IDF →
+L2-normalise (a zero row stays zero) → weighted sum of the terms' projection rows → scale →
+nearest centroid by ``‖c‖² − 2·z·c`` (ties → lowest index, as sklearn's and torch's argmin).
+The cost is O(tokens + unique terms × d); nothing V-sized is allocated per call.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from numpy.typing import NDArray
+
+from router_service.classifier.arrays import FloatArray, RouterArrays
+from router_service.classifier.text import servable_terms
+
+# Batches are transformed in chunks so the gathered (nnz × d) block stays a few MB.
+_BATCH_CHUNK = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Where one prompt goes.
+
+    ``distances[j]`` is the squared Euclidean distance from the prompt's scaled vector to
+    centroid ``j``. ``is_empty`` means no term survived analysis (only stop words, numbers,
+    one-letter or unknown tokens); such a prompt is routed exactly as scikit-learn would,
+    to the centroid nearest the zero (or, for ``standard``, the scaled-zero) vector.
+    """
+
+    cluster: int
+    distances: tuple[float, ...]
+    is_empty: bool
+
+    def ranked(self) -> list[int]:
+        """Clusters nearest first; equal distances keep the lower index first."""
+        return sorted(range(len(self.distances)), key=self.distances.__getitem__)
+
+
+class Classifier:
+    """A loaded router: assigns prompts to clusters with numpy only."""
+
+    k: int
+    content_hash: str
+
+    def __init__(self, arrays: RouterArrays) -> None:
+        """Precompute the per-term lookups; prefer :meth:`load` for artifacts on disk."""
+        self.arrays = arrays
+        self.k = arrays.k
+        self.content_hash = arrays.content_hash
+        self._findall = re.compile(arrays.text.token_pattern).findall
+        self._lowercase = arrays.text.lowercase
+        self._lookup = servable_terms(arrays.vocabulary, arrays.text)
+        self._idf = arrays.idf
+        self._projection = arrays.projection
+        self._centroids = arrays.centroids
+        self._centroids_t: FloatArray = np.ascontiguousarray(arrays.centroids.T)
+        self._centroid_sq_norms: FloatArray = np.einsum("ij,ij->i", *(arrays.centroids,) * 2)
+        self._is_standard = arrays.scaler == "standard"
+        # Unused by the l2 normaliser; zeros and ones keep the types simple.
+        self._mean = np.zeros(arrays.dims) if arrays.scaler_mean is None else arrays.scaler_mean
+        self._scale = np.ones(arrays.dims) if arrays.scaler_scale is None else arrays.scaler_scale
+        # The scaled image of an empty prompt is a constant: compute its answer once.
+        self._empty = self._predict_vector(np.zeros(arrays.dims), is_empty=True)
+
+    @classmethod
+    def load(cls, directory: Path) -> Classifier:
+        """Load and validate an artifact directory.
+
+        Raises:
+            ClassifierError: the artifact is missing, corrupt or inconsistent.
+        """
+        return cls(RouterArrays.load(directory))
+
+    def terms(self, text: str) -> list[int]:
+        """Vocabulary columns of the terms of ``text`` that count, in order (with repeats)."""
+        lookup = self._lookup
+        tokens = self._findall(text.lower() if self._lowercase else text)
+        return [lookup[t] for t in tokens if t in lookup]
+
+    def predict(self, text: str) -> Prediction:
+        """Classify one prompt."""
+        columns = self.terms(text)
+        if not columns:
+            return self._empty
+        counts = Counter(columns)
+        n_terms = len(counts)
+        keys = np.fromiter(counts.keys(), dtype=np.intp, count=n_terms)
+        weights = np.fromiter(counts.values(), dtype=np.float64, count=n_terms)
+        weights *= self._idf[keys]
+        weights /= np.sqrt(weights @ weights)
+        return self._predict_vector(weights @ self._projection[keys], is_empty=False)
+
+    def predict_many(self, texts: Sequence[str]) -> list[Prediction]:
+        """Classify a batch; same answers as :meth:`predict`, vectorised per chunk."""
+        results: list[Prediction] = []
+        for start in range(0, len(texts), _BATCH_CHUNK):
+            results.extend(self._predict_chunk(texts[start : start + _BATCH_CHUNK]))
+        return results
+
+    def _predict_chunk(self, texts: Sequence[str]) -> list[Prediction]:
+        columns_per_text = [self.terms(text) for text in texts]
+        lengths = np.fromiter(map(len, columns_per_text), dtype=np.intp, count=len(texts))
+        non_empty = np.flatnonzero(lengths)
+        out: list[Prediction] = [self._empty] * len(texts)
+        if non_empty.size == 0:
+            return out
+        rows = np.repeat(np.arange(len(texts), dtype=np.int64), lengths)
+        flat = np.fromiter(
+            (c for cols in columns_per_text for c in cols), dtype=np.int64, count=rows.size
+        )
+        # Unique (row, column) pairs with their counts: the CSR entries sklearn would build.
+        pairs, counts = np.unique(rows * len(self._idf) + flat, return_counts=True)
+        pair_rows, pair_cols = np.divmod(pairs, len(self._idf))
+        weights = counts * self._idf[pair_cols]
+        norms = np.sqrt(np.bincount(pair_rows, weights * weights, minlength=len(texts)))
+        weights /= norms[pair_rows]
+        starts = np.searchsorted(pair_rows, non_empty)
+        projected = np.add.reduceat(self._projection[pair_cols] * weights[:, None], starts)
+        scaled = self._scale_rows(projected)
+        scores = self._centroid_sq_norms - 2.0 * (scaled @ self._centroids_t)
+        clusters = scores.argmin(axis=1)
+        distances = np.maximum(scores + np.einsum("ij,ij->i", scaled, scaled)[:, None], 0.0)
+        for i, row in enumerate(non_empty.tolist()):
+            out[row] = Prediction(int(clusters[i]), tuple(distances[i].tolist()), False)
+        return out
+
+    def _scale_rows(self, z: NDArray[np.float64]) -> NDArray[np.float64]:
+        if self._is_standard:
+            scaled: NDArray[np.float64] = (z - self._mean) / self._scale
+            return scaled
+        norms = np.sqrt(np.einsum("ij,ij->i", z, z))
+        norms[norms == 0.0] = 1.0  # sklearn's Normalizer leaves zero rows at zero
+        normalised: NDArray[np.float64] = z / norms[:, None]
+        return normalised
+
+    def _predict_vector(self, z: FloatArray, *, is_empty: bool) -> Prediction:
+        if self._is_standard:
+            z = (z - self._mean) / self._scale
+        else:
+            norm = np.sqrt(z @ z)
+            if norm != 0.0:
+                z = z / norm
+        scores = self._centroid_sq_norms - 2.0 * (self._centroids @ z)
+        cluster = int(scores.argmin())
+        distances = np.maximum(scores + z @ z, 0.0)
+        return Prediction(cluster, tuple(distances.tolist()), is_empty)
