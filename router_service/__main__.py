@@ -1,0 +1,53 @@
+"""``python -m router_service --config gateway.yaml``: run one gateway replica."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, load the config and serve; returns the process exit code."""
+    parser = argparse.ArgumentParser(prog="python -m router_service", description=__doc__)
+    parser.add_argument("--config", type=Path, required=True, help="gateway YAML file")
+    parser.add_argument(
+        "--loop", choices=("asyncio", "uvloop"), default="asyncio", help="event loop to run on"
+    )
+    args = parser.parse_args(argv)
+
+    from router_service.config import ConfigError, load_config
+    from router_service.server import serve
+
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=config.log_level.upper(), format="%(message)s", stream=sys.stderr, force=True
+    )
+    # The environment is read here, once; nothing below reads os.environ.
+    environ = dict(os.environ)
+    try:
+        if args.loop == "uvloop":
+            import uvloop
+
+            uvloop.run(serve(config, environ))
+        else:
+            asyncio.run(serve(config, environ))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Run one gateway replica: public HTTP port and admin port in one event loop.
+
+Start-up: read secrets once, load the classifier, open upstream channels (first probes), then
+serve. SIGTERM/SIGINT: ``/readyz`` turns 503, both servers stop accepting, in-flight streams get
+up to ``timeouts.drain_deadline_s`` to finish, then channels close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import logging
+import signal
+from collections.abc import Generator, Mapping
+
+import uvicorn
+
+from router_service.admin_app import build_admin_app
+from router_service.classifier import Classifier
+from router_service.config import ConfigError, GatewayConfig
+from router_service.dispatch import Dispatcher
+from router_service.http_app import build_http_app
+from router_service.metrics import GatewayMetrics
+from router_service.settings import load_secrets
+
+__all__ = ["serve"]
+
+LOGGER = logging.getLogger("router_service")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn server whose signals are handled by :func:`serve` (two servers share a loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _uvicorn_config(app: object, host: str, port: int, config: GatewayConfig) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        host=host,
+        port=port,
+        lifespan="off",
+        access_log=False,
+        log_config=None,
+        log_level=config.log_level,
+        http="auto",
+        timeout_graceful_shutdown=int(config.timeouts.drain_deadline_s) or None,
+        timeout_keep_alive=30,
+        backlog=4096,
+    )
+
+
+def _log(event: str, **fields: object) -> None:
+    LOGGER.info(json.dumps({"event": event, **fields}, separators=(",", ":"), default=str))
+
+
+async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
+    """Serve until SIGTERM/SIGINT, then shut down gracefully.
+
+    Raises:
+        ConfigError: bad auth setup or a routing table that does not fit the classifier.
+        ClassifierError: the classifier artifact cannot be loaded.
+    """
+    secrets = load_secrets(config.auth, environ)
+    if secrets.admin_token is None and not _is_loopback(config.admin_host):
+        raise ConfigError(
+            f"admin_host {config.admin_host} is not loopback: set {config.auth.admin_token_env}"
+        )
+    if secrets.is_api_open:
+        _log("auth", api="open", detail="no API keys configured; every client is accepted")
+    else:
+        _log("auth", api="keys", key_count=len(secrets.api_keys))
+    if secrets.admin_token is None:
+        _log("auth", admin="open", detail="no admin token configured; admin API is loopback-only")
+
+    classifier = Classifier.load(config.router_dir)
+    metrics = GatewayMetrics()
+    dispatcher = Dispatcher(config, classifier, metrics=metrics, load_classifier=Classifier.load)
+    await dispatcher.start()
+    app, front = build_http_app(config, dispatcher, secrets)
+    public = _Server(_uvicorn_config(app, config.host, config.http_port, config))
+    admin = _Server(
+        _uvicorn_config(
+            build_admin_app(dispatcher, secrets), config.admin_host, config.admin_port, config
+        )
+    )
+
+    def request_stop() -> None:
+        _log("shutdown", detail="signal received; draining in-flight requests")
+        front.is_shutting_down = True
+        public.should_exit = True
+        admin.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, request_stop)
+    _log(
+        "started",
+        http=f"{config.host}:{config.http_port}",
+        admin=f"{config.admin_host}:{config.admin_port}",
+        generation=dispatcher.state.table.generation,
+        classifier_hash=classifier.content_hash,
+        k=classifier.k,
+        ready=dispatcher.is_ready(),
+    )
+    try:
+        await asyncio.gather(public.serve(), admin.serve())
+    finally:
+        await dispatcher.close()
+        _log("stopped")

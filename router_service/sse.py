@@ -1,0 +1,74 @@
+"""A server-sent-events ASGI response that notices a client disconnect while idle.
+
+Starlette's StreamingResponse (ASGI spec 2.4) only sees a disconnect when a write fails, which
+can be long after the client left if the expert is slow; here a watcher task reads ``receive``
+and cancels the stream at once, so the upstream Triton call is cancelled too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+__all__ = ["SSEResponse"]
+
+
+class SSEResponse(Response):
+    """Stream ``events`` (already-encoded ``data: ...`` frames) with status 200."""
+
+    def __init__(
+        self,
+        events: AsyncGenerator[bytes, None],
+        *,
+        headers: Mapping[str, str],
+        on_disconnect: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        # Response.__init__ is not called: this class renders its own headers and body.
+        self.status_code = 200
+        self.background = None
+        self._events = events
+        self._raw_headers = [
+            (b"content-type", b"text/event-stream; charset=utf-8"),
+            (b"cache-control", b"no-cache"),
+            # Tell NGINX not to buffer the stream (proxy_buffering).
+            (b"x-accel-buffering", b"no"),
+        ] + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
+        self._on_disconnect = on_disconnect
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stream = asyncio.ensure_future(self._stream(send))
+        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({stream, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if stream in done:
+                stream.result()
+                return
+            stream.cancel()
+            with contextlib.suppress(asyncio.CancelledError, OSError):
+                await stream
+            if self._on_disconnect is not None:
+                await self._on_disconnect()
+        finally:
+            watcher.cancel()
+            if not stream.done():
+                stream.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            await self._events.aclose()
+
+    async def _stream(self, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
+        async for event in self._events:
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _wait_disconnect(receive: Receive) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,119 @@
+"""Encode KServe v2 / Triton inference requests and decode streamed responses (raw contents).
+
+Every input is sent with shape ``[1, 1]`` (``[1, n]`` for ``stop_words``), as the TensorRT-LLM
+ensemble expects with ``max_batch_size > 0``. Requests carry
+``triton_enable_empty_final_response`` so that a decoupled model's last message (possibly empty)
+is marked with the ``triton_final_response`` parameter and the gateway knows the stream ended.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from tritonclient.grpc import service_pb2
+
+from router_service.config import TensorNames
+
+__all__ = ["DecodedResponse", "SamplingParams", "build_infer_request", "decode_stream_response"]
+
+_LENGTH = struct.Struct("<I")
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingParams:
+    """Generation settings forwarded to the expert (``None`` = leave the model's default)."""
+
+    max_tokens: int
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    seed: int | None = None
+    end_id: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedResponse:
+    """One streamed Triton message: its text, whether it ends the stream, and any error."""
+
+    text: str
+    is_final: bool
+    error: str | None
+
+
+def _bytes_element(value: bytes) -> bytes:
+    return _LENGTH.pack(len(value)) + value
+
+
+def _add_input(
+    request: service_pb2.ModelInferRequest,
+    name: str,
+    datatype: str,
+    shape: tuple[int, ...],
+    raw: bytes,
+) -> None:
+    tensor = request.inputs.add()
+    tensor.name = name
+    tensor.datatype = datatype
+    tensor.shape.extend(shape)
+    request.raw_input_contents.append(raw)
+
+
+def build_infer_request(
+    *,
+    model: str,
+    request_id: str,
+    prompt: str,
+    params: SamplingParams,
+    names: TensorNames,
+) -> service_pb2.ModelInferRequest:
+    """Build a streaming ModelInferRequest for a decoupled LLM model."""
+    request = service_pb2.ModelInferRequest(model_name=model, id=request_id)
+    request.parameters["triton_enable_empty_final_response"].bool_param = True
+    one = (1, 1)
+    _add_input(request, names.text_input, "BYTES", one, _bytes_element(prompt.encode("utf-8")))
+    _add_input(request, names.max_tokens, "INT32", one, struct.pack("<i", params.max_tokens))
+    _add_input(request, names.stream, "BOOL", one, b"\x01")
+    if params.temperature is not None:
+        _add_input(request, names.temperature, "FP32", one, struct.pack("<f", params.temperature))
+    if params.top_p is not None:
+        _add_input(request, names.top_p, "FP32", one, struct.pack("<f", params.top_p))
+    if params.top_k is not None:
+        _add_input(request, names.top_k, "INT32", one, struct.pack("<i", params.top_k))
+    if params.seed is not None:
+        _add_input(request, names.seed, "UINT64", one, struct.pack("<Q", params.seed))
+    if params.end_id is not None:
+        _add_input(request, names.end_id, "INT32", one, struct.pack("<i", params.end_id))
+    if params.stop:
+        raw = b"".join(_bytes_element(word.encode("utf-8")) for word in params.stop)
+        _add_input(request, names.stop_words, "BYTES", (1, len(params.stop)), raw)
+    return request
+
+
+def _decode_bytes_tensor(raw: bytes) -> str:
+    parts: list[str] = []
+    offset = 0
+    while offset + 4 <= len(raw):
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        offset += 4
+        parts.append(raw[offset : offset + length].decode("utf-8", errors="replace"))
+        offset += length
+    return "".join(parts)
+
+
+def decode_stream_response(
+    message: service_pb2.ModelStreamInferResponse, *, text_output: str
+) -> DecodedResponse:
+    """Decode one ModelStreamInfer message; an error message always ends the stream."""
+    response = message.infer_response
+    final_param = response.parameters.get("triton_final_response")
+    is_final = bool(final_param.bool_param) if final_param is not None else False
+    if message.error_message:
+        return DecodedResponse(text="", is_final=True, error=message.error_message)
+    text = ""
+    for index, output in enumerate(response.outputs):
+        if output.name == text_output and index < len(response.raw_output_contents):
+            text = _decode_bytes_tensor(response.raw_output_contents[index])
+            break
+    return DecodedResponse(text=text, is_final=is_final, error=None)

@@ -1,0 +1,160 @@
+"""One Triton server of an expert: pooled gRPC channels, in-flight cap with a wait queue, health.
+
+An :class:`Upstream` is created (channels opened) before the routing table that names it goes
+live, shared by every request of the replica, and closed only after its in-flight requests end.
+Each request opens one bidirectional ``ModelStreamInfer`` stream on one of the pooled channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import time
+from collections import deque
+
+import grpc
+from tritonclient.grpc import service_pb2, service_pb2_grpc
+
+from router_service.config import HealthConfig, LimitsConfig, UpstreamSpec
+from router_service.errors import OverloadedError
+from router_service.health import BreakerState, CircuitBreaker
+
+__all__ = ["Upstream", "UpstreamKey"]
+
+UpstreamKey = tuple[str, str]  # (host:port, model)
+
+_CHANNEL_OPTIONS: list[tuple[str, int]] = [
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    ("grpc.max_send_message_length", 64 * 1024 * 1024),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_timeout_ms", 10_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    # Separate subchannel pools so several channels to one server really are separate TCP
+    # connections (one connection became a bottleneck, triton-inference-server/server#3905).
+    ("grpc.use_local_subchannel_pool", 1),
+]
+
+
+class Upstream:
+    """A Triton server hosting one expert model, with its channels, limiter and breaker."""
+
+    def __init__(self, spec: UpstreamSpec, *, limits: LimitsConfig, health: HealthConfig) -> None:
+        self.spec = spec
+        self.max_inflight = limits.max_inflight_per_upstream
+        self.max_queue = limits.max_queue_per_upstream
+        self.breaker = CircuitBreaker(
+            failure_threshold=health.failure_threshold, cooldown_s=health.cooldown_s
+        )
+        self.inflight = 0
+        self.last_probe_ok: bool | None = None
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._channels = [
+            grpc.aio.insecure_channel(spec.address, options=_CHANNEL_OPTIONS)
+            for _ in range(limits.channels_per_upstream)
+        ]
+        self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
+        self._next_stub = itertools.cycle(self._stubs)
+
+    @property
+    def key(self) -> UpstreamKey:
+        """Identity of the upstream across routing-table generations."""
+        return (self.spec.address, self.spec.model)
+
+    @property
+    def queued(self) -> int:
+        """Requests waiting for an in-flight slot."""
+        return len(self._waiters)
+
+    @property
+    def load(self) -> int:
+        """In-flight plus queued requests; the least-loaded choice compares this."""
+        return self.inflight + len(self._waiters)
+
+    def state(self, now: float | None = None) -> BreakerState:
+        """healthy / ejected / half_open, as the breaker sees it now."""
+        return self.breaker.state(time.monotonic() if now is None else now)
+
+    def is_available(self, now: float) -> bool:
+        """Whether a new request may be sent here (breaker closed or its half-open trial free)."""
+        return self.breaker.allows_request(now)
+
+    async def acquire(self, *, queue_wait_s: float) -> None:
+        """Take an in-flight slot, waiting in a bounded FIFO queue when the cap is reached.
+
+        Raises:
+            OverloadedError: the cap and the queue are full, or the wait timed out.
+        """
+        if self.inflight < self.max_inflight and not self._waiters:
+            self.inflight += 1
+            self._idle.clear()
+            return
+        if len(self._waiters) >= self.max_queue:
+            raise OverloadedError(
+                f"upstream {self.spec.address} is at its in-flight cap and its queue is full",
+                code="overloaded",
+                retry_after_s=1,
+            )
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter), queue_wait_s)
+        except (asyncio.TimeoutError, asyncio.CancelledError) as exc:
+            if waiter.done() and not waiter.cancelled():
+                self.release()  # the slot was handed over just as we gave up
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            raise OverloadedError(
+                f"timed out waiting for a slot on {self.spec.address}",
+                code="overloaded",
+                retry_after_s=1,
+            ) from exc
+
+    def release(self) -> None:
+        """Give a slot back; the oldest live waiter takes it over directly."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.inflight -= 1
+        if self.inflight == 0:
+            self._idle.set()
+
+    def open_stream(self, request: service_pb2.ModelInferRequest) -> grpc.aio.StreamStreamCall:
+        """Start one ModelStreamInfer call carrying ``request`` on the next pooled channel."""
+        stub = next(self._next_stub)
+        return stub.ModelStreamInfer(iter((request,)))
+
+    async def probe(self, *, timeout_s: float) -> bool:
+        """Ask Triton whether the server and the model are ready (same channel as requests)."""
+        stub = self._stubs[0]
+        try:
+            server = await stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout_s)
+            if not server.ready:
+                return False
+            model = await stub.ModelReady(
+                service_pb2.ModelReadyRequest(name=self.spec.model), timeout=timeout_s
+            )
+            return bool(model.ready)
+        except grpc.aio.AioRpcError:
+            return False
+
+    async def run_probe(self, *, timeout_s: float) -> bool:
+        """Probe once and feed the result to the breaker."""
+        is_ready = await self.probe(timeout_s=timeout_s)
+        self.last_probe_ok = is_ready
+        self.breaker.record_probe(is_ready=is_ready, now=time.monotonic())
+        return is_ready
+
+    async def close(self, *, drain_deadline_s: float) -> None:
+        """Wait (up to the deadline) for in-flight requests to end, then close the channels."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), drain_deadline_s)
+        await asyncio.gather(*(channel.close() for channel in self._channels))

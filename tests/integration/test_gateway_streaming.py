@@ -1,0 +1,123 @@
+"""End-to-end streaming through a real gateway process to real tritonservers."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import openai
+import pytest
+
+from tests.integration.conftest import Fleet, GatewayFactory, Router
+
+pytestmark = pytest.mark.integration
+
+
+def _tokens(label: str, count: int) -> str:
+    return "".join(f" {label}{i}" for i in range(count))
+
+
+def test_openai_client_streams_completion_in_order_and_complete(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    gateway = start_gateway(fleet.table())
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key="unused", max_retries=0)
+    prompt = router.prompt_for_cluster[1]
+    stream = client.completions.create(
+        model="expert-router",
+        prompt=prompt,
+        max_tokens=12,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    texts, finish, usage = [], None, None
+    for chunk in stream:
+        if chunk.choices:
+            texts.append(chunk.choices[0].text)
+            finish = chunk.choices[0].finish_reason or finish
+        if chunk.usage is not None:
+            usage = chunk.usage
+    assert "".join(texts) == _tokens("e1a-", 12)
+    assert finish == "length"
+    assert usage is not None and usage.completion_tokens == 12 and usage.prompt_tokens > 0
+
+
+def test_chat_stream_routes_by_last_user_message_and_sets_headers(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    gateway = start_gateway(fleet.table())
+    body = {
+        "model": "expert-router",
+        "messages": [
+            {"role": "system", "content": router.prompt_for_cluster[0]},
+            {"role": "user", "content": router.prompt_for_cluster[2]},
+        ],
+        "max_tokens": 5,
+        "stream": True,
+    }
+    with httpx.stream("POST", gateway.base_url + "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["x-expert-router-expert"] == "e2"
+        assert response.headers["x-expert-router-cluster"] == "2"
+        assert response.headers["x-expert-router-fallback"] == "false"
+        assert float(response.headers["x-expert-router-overhead-ms"]) >= 0.0
+        events = [line for line in response.iter_lines() if line.startswith("data: ")]
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(e[len("data: ") :]) for e in events[:-1]]
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+    content = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert content == _tokens("e2a-", 5)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+
+def test_non_streaming_completion_and_chat(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    gateway = start_gateway(fleet.table())
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key="unused", max_retries=0)
+    completion = client.completions.create(
+        model="expert-router", prompt=router.prompt_for_cluster[2], max_tokens=4
+    )
+    assert completion.choices[0].text == _tokens("e2a-", 4)
+    assert completion.usage is not None and completion.usage.completion_tokens == 4
+    chat = client.chat.completions.create(
+        model="e1",
+        messages=[{"role": "user", "content": router.prompt_for_cluster[0]}],
+        max_tokens=3,
+    )
+    # Naming an expert pins it, whatever the classifier says.
+    assert chat.choices[0].message.content == _tokens("e1a-", 3)
+    assert chat.choices[0].finish_reason == "length"
+
+
+def test_models_lists_routed_name_and_experts(fleet: Fleet, start_gateway: GatewayFactory) -> None:
+    gateway = start_gateway(fleet.table())
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key="unused", max_retries=0)
+    assert [m.id for m in client.models.list()] == ["expert-router", "e0", "e1", "e2"]
+    ready = httpx.get(gateway.base_url + "/readyz")
+    assert ready.status_code == 200 and ready.json()["generation"] == 1
+    metrics = httpx.get(gateway.base_url + "/metrics").text
+    assert "expert_router_routing_generation 1.0" in metrics
+
+
+def test_least_inflight_spreads_over_an_experts_servers(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    gateway = start_gateway(fleet.table())
+    body = {
+        "model": "expert-router",
+        "prompt": router.prompt_for_cluster[0],
+        "max_tokens": 20,
+        "stream": True,
+    }
+    labels = set()
+    with httpx.Client(base_url=gateway.base_url) as client:
+        streams = [client.stream("POST", "/v1/completions", json=body) for _ in range(4)]
+        responses = [s.__enter__() for s in streams]
+        for response in responses:
+            first = next(line for line in response.iter_lines() if line.startswith("data: "))
+            labels.add(json.loads(first[6:])["choices"][0]["text"].split("-")[0].strip())
+        for stream in streams:
+            stream.__exit__(None, None, None)
+    # Four concurrent streams on two idle servers: both must have been used.
+    assert labels == {"e0a", "e0b"}
