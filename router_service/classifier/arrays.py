@@ -244,7 +244,8 @@ def _content_hash(settings: Mapping[str, Any], vocab_bytes: bytes, arrays: Route
     digest.update(hashlib.sha256(vocab_bytes).digest())
     for name, array in arrays.named_arrays().items():
         digest.update(f"\n{name}:{array.dtype.str}:{array.shape}\n".encode())
-        digest.update(np.ascontiguousarray(array, dtype="<f8").tobytes())
+        # A buffer view, not tobytes(): hashing must not double the peak memory of a load.
+        digest.update(np.ascontiguousarray(array, dtype="<f8").data)
     return f"sha256:{digest.hexdigest()}"
 
 
