@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from expert_deploy.cli import doctor, inspect
+from expert_deploy.cli import doctor, inspect, router
 from expert_deploy.errors import EXIT_USAGE, ExpertDeployError
 
 app = typer.Typer(
@@ -29,13 +29,7 @@ app = typer.Typer(
 app.command("validate")(inspect.validate)
 app.command("plan")(inspect.plan)
 app.command("doctor")(doctor.doctor)
-_register_router = True
-try:  # TEMPORARY until the router command group lands; removed at integration.
-    from expert_deploy.cli import router
-except ModuleNotFoundError:
-    _register_router = False
-if _register_router:
-    app.add_typer(router.app, name="router")
+app.add_typer(router.app, name="router")
 
 
 def main(argv: list[str] | None = None) -> int:
