@@ -31,6 +31,37 @@ def data_root() -> Path:
     return Path(sys.prefix) / "share" / "expert-deploy"
 
 
+def _read_token_file(path: Path) -> str:
+    """The token `huggingface-cli login` saved, or "" when there is none or it is unreadable."""
+    try:
+        return path.read_text().strip() if path.is_file() else ""
+    except OSError:
+        return ""
+
+
+class Secret:
+    """A credential whose value only :meth:`reveal` gives out; repr and str hide it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything expert_deploy takes from the environment."""
@@ -40,6 +71,17 @@ class Settings:
     data_dir: Path = field(default_factory=data_root)
     hf_home: Path | None = None
     hf_token_present: bool = False
+    #: ``HF_ENDPOINT``: a Hub mirror; ``None`` means huggingface.co.
+    hf_endpoint: str | None = None
+    #: ``HF_HUB_OFFLINE``: use only what is already in the Hugging Face cache.
+    hf_hub_offline: bool = False
+    #: ``HF_TOKEN`` or the token file; kept out of repr so no log or traceback shows it.
+    hf_token: Secret | None = field(default=None, repr=False)
+
+    @property
+    def hf_cache_dir(self) -> Path:
+        """The Hugging Face hub cache: ``$HF_HOME/hub`` (as huggingface_hub itself lays it out)."""
+        return (self.hf_home or Path.home() / ".cache" / "huggingface") / "hub"
 
     @property
     def engines_dir(self) -> Path:
@@ -58,6 +100,7 @@ class Settings:
         env = os.environ if environ is None else environ
         hf_home = Path(env["HF_HOME"]) if env.get("HF_HOME") else None
         token_file = (hf_home or Path.home() / ".cache" / "huggingface") / "token"
+        token = env.get("HF_TOKEN") or _read_token_file(token_file)
         return cls(
             workdir=Path(env.get("EXPERT_DEPLOY_WORKDIR") or DEFAULT_WORKDIR),
             debug=env.get("EXPERT_DEPLOY_DEBUG", "") not in ("", "0", "false"),
@@ -65,6 +108,9 @@ class Settings:
             if env.get("EXPERT_DEPLOY_DATA_DIR")
             else data_root(),
             hf_home=hf_home,
-            # Only whether a token exists is kept here: the value is read where it is used.
+            # doctor reports only whether a token exists; the value travels as a Secret.
             hf_token_present=bool(env.get("HF_TOKEN")) or token_file.is_file(),
+            hf_endpoint=env.get("HF_ENDPOINT") or None,
+            hf_hub_offline=env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"),
+            hf_token=Secret(token) if token else None,
         )
