@@ -1,0 +1,71 @@
+"""``<workdir>/checkpoints.json``: what ``expert-deploy fetch`` resolved and verified.
+
+Shape, one entry per repository and revision::
+
+    {"meta-llama/Meta-Llama-3-8B-Instruct@main":
+        {"commit": "<40 hex>", "path": "/abs/snapshot/dir", "files": {"config.json": "<sha256>"}}}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from expert_deploy.errors import CheckpointError
+
+FILE_NAME = "checkpoints.json"
+
+
+@dataclass(frozen=True)
+class CheckpointRecord:
+    """A fetched checkpoint; satisfies :class:`expert_deploy.builder.cache.CheckpointLike`."""
+
+    repo: str
+    revision: str
+    commit: str
+    path: Path
+    files: tuple[tuple[str, str], ...]
+
+
+def index_key(repo: str, revision: str) -> str:
+    return f"{repo}@{revision}"
+
+
+def read_checkpoint_index(workdir: Path) -> dict[str, CheckpointRecord]:
+    """``repo@revision`` → record, from ``<workdir>/checkpoints.json``.
+
+    Raises:
+        CheckpointError: the file is missing (run fetch first) or malformed.
+    """
+    path = workdir / FILE_NAME
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(
+            f"{path} not found: run expert-deploy fetch first (it downloads and pins the "
+            "checkpoints the engines are built from)"
+        ) from None
+    except (OSError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} cannot be read ({error}); run expert-deploy fetch again"
+        ) from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: expected a JSON object; run expert-deploy fetch again")
+    records: dict[str, CheckpointRecord] = {}
+    for key, entry in raw.items():
+        repo, _, revision = str(key).rpartition("@")
+        try:
+            records[key] = CheckpointRecord(
+                repo=repo,
+                revision=revision,
+                commit=str(entry["commit"]),
+                path=Path(entry["path"]),
+                files=tuple(sorted((str(n), str(h)) for n, h in entry["files"].items())),
+            )
+        except (KeyError, TypeError, AttributeError) as error:
+            raise CheckpointError(
+                f"{path}: entry {key!r} lacks commit, path or files ({error}); "
+                "run expert-deploy fetch again"
+            ) from None
+    return records
