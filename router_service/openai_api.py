@@ -98,9 +98,28 @@ class ParsedRequest:
     include_usage: bool
 
 
+def _param_path(loc: tuple[int | str, ...]) -> str | None:
+    # Union members add their type as a path element (("prompt", "str")); fields are snake_case.
+    parts = [
+        str(part)
+        for part in loc
+        if isinstance(part, int)
+        or (
+            part.isidentifier()
+            and part == part.lower()
+            and "[" not in part
+            and part not in _TYPE_TAGS
+        )
+    ]
+    return ".".join(parts) or None
+
+
+_TYPE_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
 def _validation_message(error: ValidationError) -> BadRequestError:
     first = error.errors()[0]
-    param = ".".join(str(p) for p in first["loc"]) or None
+    param = _param_path(first["loc"])
     if first["type"] == "json_invalid":
         return BadRequestError(
             f"We could not parse the JSON body of your request: {first['msg']}",
@@ -116,7 +135,9 @@ def _validation_message(error: ValidationError) -> BadRequestError:
 
 
 def _sampling(body: _CommonBody, max_tokens: int | None, limits: LimitsConfig) -> SamplingParams:
-    tokens = limits.default_max_tokens if max_tokens is None else max_tokens
+    # An absent max_tokens gets the default, never more than the cap.
+    default = min(limits.default_max_tokens, limits.max_tokens_cap)
+    tokens = default if max_tokens is None else max_tokens
     if tokens > limits.max_tokens_cap:
         raise BadRequestError(
             f"max_tokens is {tokens}; this gateway allows at most {limits.max_tokens_cap}.",
