@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from expert_deploy.cli import build, doctor, inspect, render, router
+from expert_deploy.cli import build, doctor, fetch, inspect, render, router
 from expert_deploy.errors import EXIT_USAGE, ExpertDeployError
 
 app = typer.Typer(
@@ -30,6 +30,7 @@ app.command("validate")(inspect.validate)
 app.command("plan")(inspect.plan)
 app.command("doctor")(doctor.doctor)
 app.command("render")(render.render)
+app.command("fetch")(fetch.fetch)
 app.command("build")(build.build)
 app.add_typer(router.app, name="router")
 
