@@ -101,7 +101,8 @@ def build(
         resolve_inventory_path(inventory, settings.inventories_dir), settings.engines_dir
     )
     plan = make_plan(loaded, settings.hf_home)
-    checkpoints = read_checkpoint_index(settings.workdir)
+    hub_cache = settings.hf_cache_dir
+    checkpoints = read_checkpoint_index(settings.workdir, hub_cache)
     options = BuildOptions(
         experts=tuple(expert) if expert else None,
         stand_in_image=stand_in_image,

@@ -77,7 +77,7 @@ def _checkpoint(tmp_path: Path) -> dict[str, CheckpointRecord]:
     workdir = tmp_path / "work"
     workdir.mkdir(exist_ok=True)
     (workdir / "checkpoints.json").write_text(json.dumps(index))
-    return read_checkpoint_index(workdir)
+    return read_checkpoint_index(workdir, tmp_path / "hub")
 
 
 def _build(tmp_path: Path, dockerd: Dockerd, **options: Any) -> list[EngineResult]:

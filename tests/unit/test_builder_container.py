@@ -79,7 +79,7 @@ def test_checkpoint_index_reads_fetch_output(tmp_path: Path) -> None:
     (tmp_path / "checkpoints.json").write_text(
         json.dumps({"a/b@main": {"commit": "c" * 40, "path": "/x", "files": {"z": "2", "a": "1"}}})
     )
-    record = read_checkpoint_index(tmp_path)["a/b@main"]
+    record = read_checkpoint_index(tmp_path, tmp_path / "hub")["a/b@main"]
     assert (record.repo, record.revision, record.commit) == ("a/b", "main", "c" * 40)
     assert record.path == Path("/x")
     assert record.files == (("a", "1"), ("z", "2"))
@@ -87,7 +87,25 @@ def test_checkpoint_index_reads_fetch_output(tmp_path: Path) -> None:
 
 def test_checkpoint_index_missing_or_malformed(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="run expert-deploy fetch first"):
-        read_checkpoint_index(tmp_path)
+        read_checkpoint_index(tmp_path, tmp_path)
     (tmp_path / "checkpoints.json").write_text('{"a/b@main": {"commit": "c"}}')
     with pytest.raises(CheckpointError, match="lacks commit, path or files"):
-        read_checkpoint_index(tmp_path)
+        read_checkpoint_index(tmp_path, tmp_path)
+
+
+def test_checkpoint_index_reads_the_fetch_record_format(tmp_path: Path) -> None:
+    record = {
+        "version": 1,
+        "checkpoints": {
+            "org/m@main": {
+                "repo": "org/m",
+                "revision": "main",
+                "commit": "d" * 40,
+                "files": {"config.json": "e" * 40},
+            }
+        },
+    }
+    (tmp_path / "checkpoints.json").write_text(json.dumps(record))
+    got = read_checkpoint_index(tmp_path, tmp_path / "hub")["org/m@main"]
+    assert got.path == tmp_path / "hub" / "models--org--m" / "snapshots" / ("d" * 40)
+    assert got.files == (("config.json", "e" * 40),)
