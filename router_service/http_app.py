@@ -155,7 +155,9 @@ class HttpFrontEnd:
         if parsed.is_stream:
             headers = self._routing_headers(generation, generation.mark_first_delivery())
             return SSEResponse(
-                self._events(generation, parsed, response_id, created, access), headers=headers
+                self._events(generation, parsed, response_id, created, access),
+                headers=headers,
+                on_close=generation.aclose,
             )
         return await self._collect(generation, parsed, response_id, created, access)
 

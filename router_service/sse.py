@@ -25,7 +25,7 @@ class SSEResponse(Response):
         events: AsyncGenerator[bytes, None],
         *,
         headers: Mapping[str, str],
-        on_disconnect: Callable[[], Awaitable[None]] | None = None,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         # Response.__init__ is not called: this class renders its own headers and body.
         self.status_code = 200
@@ -37,7 +37,8 @@ class SSEResponse(Response):
             # Tell NGINX not to buffer the stream (proxy_buffering).
             (b"x-accel-buffering", b"no"),
         ] + [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-        self._on_disconnect = on_disconnect
+        # Runs even when the generator never started (its own finally would not run then).
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stream = asyncio.ensure_future(self._stream(send))
@@ -50,8 +51,6 @@ class SSEResponse(Response):
             stream.cancel()
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await stream
-            if self._on_disconnect is not None:
-                await self._on_disconnect()
         finally:
             watcher.cancel()
             if not stream.done():
@@ -59,6 +58,8 @@ class SSEResponse(Response):
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self._events.aclose()
+            if self._on_close is not None:
+                await self._on_close()
 
     async def _stream(self, send: Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
