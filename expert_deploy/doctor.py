@@ -7,9 +7,11 @@ runtime ...) becomes a failure.
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import shutil
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -117,30 +119,49 @@ def _extras(_: Settings, needs: Needs) -> CheckResult:
     return CheckResult("extras", status, detail)
 
 
-def _docker_info() -> dict[str, object] | str:
+def _unix_socket(docker_host: str | None) -> Path | None:
+    """The unix socket dockerd listens on, when it is one (the default is)."""
+    host = docker_host or "unix:///var/run/docker.sock"
+    return Path(host.removeprefix("unix://")) if host.startswith("unix://") else None
+
+
+def _docker_info(settings: Settings) -> dict[str, object] | str:
     """``docker info`` as a dict, or why it is not available."""
     if importlib.util.find_spec("docker") is None:
         return "the docker SDK is not installed (pip install 'expert-deploy[docker]')"
     import docker  # the Docker SDK; only imported when it is there
 
+    socket_path = _unix_socket(settings.docker_host)
+    if socket_path is not None and not socket_path.exists():
+        return f"dockerd not reachable: no socket at {socket_path} (is dockerd running?)"
+    client = None
     try:
-        client = docker.from_env(timeout=5)
+        # A fixed API version: with "auto" the SDK asks the daemon in its constructor and,
+        # when that fails, leaks the socket it opened. 1.25 is the oldest API we rely on.
+        client = docker.from_env(timeout=5, version="1.25")
         info: dict[str, object] = client.info()
-        client.close()
     except Exception as error:  # the SDK raises many kinds; all mean "not reachable"
+        # docker-py leaks the socket of a failed unix connect; collect it now, quietly,
+        # rather than let its ResourceWarning surface somewhere unrelated later.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
         return f"dockerd not reachable: {str(error).splitlines()[0][:160]}"
+    finally:
+        if client is not None:
+            client.close()  # an unclosed socket would surface later as a ResourceWarning
     return info
 
 
-def _docker(_: Settings, needs: Needs) -> CheckResult:
-    info = _docker_info()
+def _docker(settings: Settings, needs: Needs) -> CheckResult:
+    info = _docker_info(settings)
     if isinstance(info, str):
         return CheckResult("docker", _required(needs.docker), info)
     return CheckResult("docker", "pass", f"dockerd {info.get('ServerVersion', '?')} reachable")
 
 
-def _nvidia_runtime(_: Settings, needs: Needs) -> CheckResult:
-    info = _docker_info()
+def _nvidia_runtime(settings: Settings, needs: Needs) -> CheckResult:
+    info = _docker_info(settings)
     if isinstance(info, str):
         return CheckResult(
             "nvidia runtime", _required(needs.docker and needs.gpus), "no dockerd to ask"

@@ -77,6 +77,8 @@ class Settings:
     hf_hub_offline: bool = False
     #: ``HF_TOKEN`` or the token file; kept out of repr so no log or traceback shows it.
     hf_token: Secret | None = field(default=None, repr=False)
+    #: ``DOCKER_HOST``: where dockerd listens; ``None`` means the default unix socket.
+    docker_host: str | None = None
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -113,4 +115,5 @@ class Settings:
             hf_endpoint=env.get("HF_ENDPOINT") or None,
             hf_hub_offline=env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"),
             hf_token=Secret(token) if token else None,
+            docker_host=env.get("DOCKER_HOST") or None,
         )
