@@ -1,4 +1,4 @@
-"""Run one gateway replica: public HTTP port and admin port in one event loop.
+"""Run one gateway replica: public HTTP port, admin port and (optional) gRPC port in one loop.
 
 Start-up: read secrets once, load the classifier, open upstream channels (first probes), then
 serve. SIGTERM/SIGINT: ``/readyz`` turns 503, both servers stop accepting, in-flight streams get
@@ -21,6 +21,7 @@ from router_service.admin_app import build_admin_app
 from router_service.classifier import Classifier
 from router_service.config import ConfigError, GatewayConfig
 from router_service.dispatch import Dispatcher
+from router_service.grpc_frontend import start_grpc_server
 from router_service.http_app import build_http_app
 from router_service.metrics import GatewayMetrics
 from router_service.settings import load_secrets
@@ -98,11 +99,26 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
         )
     )
 
+    grpc_server = None
+    grpc_address = None
+    stopping = asyncio.Event()
+    if config.grpc_port is not None:
+        grpc_server, grpc_front, bound = await start_grpc_server(config, dispatcher, secrets)
+        grpc_address = f"{config.host}:{bound}"
+
+    async def serve_grpc() -> None:
+        if grpc_server is None:
+            return
+        await stopping.wait()
+        grpc_front.is_shutting_down = True
+        await grpc_server.stop(config.timeouts.drain_deadline_s or None)
+
     def request_stop() -> None:
         _log("shutdown", detail="signal received; draining in-flight requests")
         front.is_shutting_down = True
         public.should_exit = True
         admin.should_exit = True
+        stopping.set()
 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -111,13 +127,16 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
         "started",
         http=f"{config.host}:{config.http_port}",
         admin=f"{config.admin_host}:{config.admin_port}",
+        grpc=grpc_address,
         generation=dispatcher.state.table.generation,
         classifier_hash=classifier.content_hash,
         k=classifier.k,
         ready=dispatcher.is_ready(),
     )
     try:
-        await asyncio.gather(public.serve(), admin.serve())
+        await asyncio.gather(public.serve(), admin.serve(), serve_grpc())
     finally:
+        if grpc_server is not None:
+            await grpc_server.stop(0)
         await dispatcher.close()
         _log("stopped")

@@ -1,0 +1,115 @@
+"""KServe v2 gRPC front end: tritonclient.grpc against the gateway as if it were Triton."""
+
+from __future__ import annotations
+
+import queue
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.utils import InferenceServerException
+
+from tests.integration.conftest import Fleet, GatewayFactory, Router
+from tests.support.ports import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def _inputs(prompt: str, max_tokens: int) -> list[grpcclient.InferInput]:
+    text = grpcclient.InferInput("text_input", [1, 1], "BYTES")
+    text.set_data_from_numpy(np.array([[prompt.encode()]], dtype=object))
+    tokens = grpcclient.InferInput("max_tokens", [1, 1], "INT32")
+    tokens.set_data_from_numpy(np.array([[max_tokens]], dtype=np.int32))
+    stream = grpcclient.InferInput("stream", [1, 1], "BOOL")
+    stream.set_data_from_numpy(np.array([[True]], dtype=bool))
+    return [text, tokens, stream]
+
+
+def _stream_texts(url: str, model: str, prompt: str, max_tokens: int) -> list[Any]:
+    """Stream one request; returns texts in order, or the error (last item) if one came."""
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(url)
+    client.start_stream(callback=lambda result, error: results.put(error or result))
+    try:
+        client.async_stream_infer(
+            model, _inputs(prompt, max_tokens), enable_empty_final_response=True
+        )
+        items: list[Any] = []
+        while True:
+            item = results.get(timeout=20)
+            if isinstance(item, InferenceServerException):
+                items.append(item)
+                return items
+            response = item.get_response()
+            output = item.as_numpy("text_output")
+            if output is not None:
+                items.append(output.reshape(-1)[0].decode())
+            if response.parameters["triton_final_response"].bool_param:
+                return items
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+def test_stream_through_gateway_matches_direct_triton(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    port = free_port()
+    gateway = start_gateway(fleet.table(), grpc_port=port)
+    prompt = router.prompt_for_cluster[1]
+    direct = _stream_texts(f"127.0.0.1:{fleet.ports('e1')[0]}", "ensemble", prompt, 9)
+    routed = _stream_texts(f"127.0.0.1:{port}", "expert-router", prompt, 9)
+    pinned = _stream_texts(f"127.0.0.1:{port}", "e1", router.prompt_for_cluster[0], 9)
+    assert len(direct) == 9 and all(isinstance(t, str) for t in direct)
+    assert routed == direct
+    assert pinned == direct
+    assert gateway.process is not None and gateway.process.poll() is None
+
+
+def test_model_infer_health_metadata_and_unknown_model(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    port = free_port()
+    start_gateway(fleet.table(), grpc_port=port)
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        assert client.is_server_live() and client.is_server_ready()
+        assert client.is_model_ready("expert-router") and client.is_model_ready("e2")
+        assert not client.is_model_ready("nope")
+        metadata = client.get_model_metadata("expert-router")
+        assert {t.name for t in metadata.inputs} >= {"text_input", "max_tokens", "stream"}
+        assert [t.name for t in metadata.outputs] == ["text_output"]
+        result = client.infer("expert-router", _inputs(router.prompt_for_cluster[2], 4))
+        text = result.as_numpy("text_output").reshape(-1)[0].decode()
+        assert text == "".join(f" e2a-{i}" for i in range(4))
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("no-such-model", _inputs("hello", 4))
+        assert info.value.status() == "StatusCode.NOT_FOUND"
+    finally:
+        client.close()
+    streamed = _stream_texts(f"127.0.0.1:{port}", "no-such-model", "hello", 4)
+    assert len(streamed) == 1 and isinstance(streamed[0], InferenceServerException)
+    assert "does not exist" in str(streamed[0])
+
+
+def test_api_key_required_in_metadata(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    port = free_port()
+    start_gateway(fleet.table(), grpc_port=port, env={"EXPERT_ROUTER_API_KEYS": "k1"})
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        with pytest.raises(InferenceServerException) as info:
+            client.infer("expert-router", _inputs(router.prompt_for_cluster[0], 2))
+        assert info.value.status() == "StatusCode.UNAUTHENTICATED"
+        result = client.infer(
+            "expert-router",
+            _inputs(router.prompt_for_cluster[0], 2),
+            headers={"authorization": "Bearer k1"},
+        )
+        assert result.as_numpy("text_output").reshape(-1)[0].decode() == " e0a-0 e0a-1" or (
+            result.as_numpy("text_output").reshape(-1)[0].decode() == " e0b-0 e0b-1"
+        )
+    finally:
+        client.close()
