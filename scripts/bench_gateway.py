@@ -1,0 +1,381 @@
+"""Benchmark the gateway's added time to first token against a real tritonserver.
+
+Starts one tritonserver with the synthetic model (``--ttft-ms``/``--tpot-ms``, ``--tokens``), a
+fitted k=3 router and a gateway with its gRPC front end, then, for each concurrency level, runs
+closed-loop streams (``--max-requests`` or ``--max-seconds`` per level and path, whichever comes
+first) over these paths:
+
+* ``triton``: gRPC ModelStreamInfer straight to Triton (the baseline),
+* ``gw-http``: OpenAI SSE through the gateway (httpx.AsyncClient without connection limits),
+* ``gw-grpc``: gRPC ModelStreamInfer through the gateway's KServe v2 front end,
+* ``nginx-http``: OpenAI SSE through NGINX in front of two gateway replicas (if nginx exists).
+
+Prints TTFT p50/p99 per path, the TTFT added over the baseline, tokens relayed per CPU-second of
+the gateway process(es) (from /proc/<pid>/stat) and the gateway RSS. Clients run in
+``--clients`` processes (each with its own event loop) once a level has at least 100 streams.
+
+Usage: ``.venv/bin/python scripts/bench_gateway.py [--levels 1 100 1000]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+import grpc  # noqa: E402
+import httpx  # noqa: E402
+from tritonclient.grpc import service_pb2_grpc  # noqa: E402
+
+from router_service.classifier.fit import fit_router  # noqa: E402
+from router_service.config import TensorNames  # noqa: E402
+from router_service.triton_codec import (  # noqa: E402
+    SamplingParams,
+    build_infer_request,
+    decode_stream_response,
+)
+from tests.support.gateway import Gateway, routing_table  # noqa: E402
+from tests.support.ports import free_port  # noqa: E402
+from tests.support.processes import start_group, stop_group, wait_until  # noqa: E402
+from tests.support.triton import TritonServer, write_synthetic_repository  # noqa: E402
+
+PROMPT = "galaxy telescope orbit nebula planet comet"
+STREAMS_PER_CHANNEL = 100
+
+
+@dataclass(frozen=True)
+class Job:
+    """One client process's share of a level."""
+
+    path: str
+    target: str
+    model: str
+    streams: int
+    max_requests: int
+    deadline: float
+    tokens: int
+
+
+async def _grpc_stream(
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, job: Job, request_id: str
+) -> tuple[float, int]:
+    request = build_infer_request(
+        model=job.model,
+        request_id=request_id,
+        prompt=PROMPT,
+        params=SamplingParams(max_tokens=job.tokens),
+        names=TensorNames(),
+    )
+    started = time.perf_counter()
+    call = stub.ModelStreamInfer()
+    await call.write(request)
+    ttft, tokens = -1.0, 0
+    async for message in call:
+        decoded = decode_stream_response(message, text_output="text_output")
+        if decoded.error:
+            raise RuntimeError(decoded.error)
+        if decoded.text:
+            tokens += 1
+            if ttft < 0:
+                ttft = time.perf_counter() - started
+        if decoded.is_final:
+            break
+    await call.done_writing()
+    call.cancel()
+    return ttft, tokens
+
+
+async def _http_stream(client: httpx.AsyncClient, job: Job) -> tuple[float, int]:
+    body = {"model": job.model, "prompt": PROMPT, "max_tokens": job.tokens, "stream": True}
+    started = time.perf_counter()
+    ttft, tokens = -1.0, 0
+    async with client.stream("POST", job.target + "/v1/completions", json=body) as response:
+        if response.status_code != 200:
+            raise RuntimeError(f"status {response.status_code}: {await response.aread()!r}")
+        async for line in response.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            choices = json.loads(line[6:]).get("choices") or []
+            if choices and choices[0].get("text"):
+                tokens += 1
+                if ttft < 0:
+                    ttft = time.perf_counter() - started
+    return ttft, tokens
+
+
+async def _run_job(job: Job) -> dict[str, Any]:
+    ttfts: list[float] = []
+    counters = {"started": 0, "tokens": 0, "errors": 0}
+    error_sample: list[str] = []
+    channels: list[grpc.aio.Channel] = []
+    stubs: list[service_pb2_grpc.GRPCInferenceServiceStub] = []
+    client = None
+    if job.path in ("triton", "gw-grpc"):
+        for _ in range(max(1, -(-job.streams // STREAMS_PER_CHANNEL))):
+            channel = grpc.aio.insecure_channel(job.target)
+            channels.append(channel)
+            stubs.append(service_pb2_grpc.GRPCInferenceServiceStub(channel))
+    else:
+        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+        client = httpx.AsyncClient(limits=limits, timeout=60.0)
+
+    async def loop(index: int) -> None:
+        while counters["started"] < job.max_requests and time.time() < job.deadline:
+            counters["started"] += 1
+            try:
+                if client is not None:
+                    ttft, tokens = await _http_stream(client, job)
+                else:
+                    stub = stubs[index % len(stubs)]
+                    ttft, tokens = await _grpc_stream(stub, job, f"{index}-{counters['started']}")
+            except Exception as exc:
+                counters["errors"] += 1
+                if len(error_sample) < 3:
+                    error_sample.append(repr(exc)[:200])
+                continue
+            ttfts.append(ttft)
+            counters["tokens"] += tokens
+
+    started = time.perf_counter()
+    await asyncio.gather(*(loop(i) for i in range(job.streams)))
+    elapsed = time.perf_counter() - started
+    for channel in channels:
+        await channel.close()
+    if client is not None:
+        await client.aclose()
+    return {"ttfts": ttfts, **counters, "elapsed": elapsed, "error_sample": error_sample}
+
+
+def _job_main(job: Job) -> dict[str, Any]:
+    return asyncio.run(_run_job(job))
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def _percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def run_level(
+    pool: Any, path: str, target: str, model: str, level: int, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Run one path at one concurrency level, split over client processes."""
+    clients = 1 if level < 100 else args.clients
+    deadline = time.time() + args.max_seconds
+    shares = [level // clients + (1 if i < level % clients else 0) for i in range(clients)]
+    jobs = [
+        Job(path, target, model, s, max(1, args.max_requests * s // level), deadline, args.tokens)
+        for s in shares
+    ]
+    results = pool.map(_job_main, jobs)
+    ttfts = [t for r in results for t in r["ttfts"]]
+    return {
+        "clients": clients,
+        "done": len(ttfts),
+        "errors": sum(r["errors"] for r in results),
+        "error_sample": [e for r in results for e in r["error_sample"]][:3],
+        "tokens": sum(r["tokens"] for r in results),
+        "elapsed": max(r["elapsed"] for r in results),
+        "p50_ms": _percentile(ttfts, 0.50) * 1000,
+        "p99_ms": _percentile(ttfts, 0.99) * 1000,
+    }
+
+
+def _nginx_conf(workdir: Path, port: int, upstream_ports: list[int]) -> Path:
+    servers = "\n".join(f"    server 127.0.0.1:{p};" for p in upstream_ports)
+    temp = {n: workdir / n for n in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
+    for directory in temp.values():
+        directory.mkdir(parents=True, exist_ok=True)
+    conf = f"""worker_processes 1;
+pid {workdir}/nginx.pid;
+error_log {workdir}/error.log warn;
+events {{ worker_connections 8192; }}
+http {{
+  access_log off;
+  client_body_temp_path {temp["body"]};
+  proxy_temp_path {temp["proxy"]};
+  fastcgi_temp_path {temp["fastcgi"]};
+  uwsgi_temp_path {temp["uwsgi"]};
+  scgi_temp_path {temp["scgi"]};
+  upstream gateways {{
+{servers}
+    keepalive 256;
+  }}
+  server {{
+    listen 127.0.0.1:{port};
+    location / {{
+      proxy_pass http://gateways;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_read_timeout 300s;
+    }}
+  }}
+}}
+"""
+    path = workdir / "nginx.conf"
+    path.write_text(conf)
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--levels", type=int, nargs="+", default=[1, 100, 1000])
+    parser.add_argument("--max-requests", type=int, default=2000)
+    parser.add_argument("--max-seconds", type=float, default=10.0)
+    parser.add_argument("--clients", type=int, default=2, help="client processes (levels ≥ 100)")
+    parser.add_argument("--ttft-ms", type=float, default=5.0)
+    parser.add_argument("--tpot-ms", type=float, default=2.0)
+    parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument("--no-nginx", action="store_true")
+    args = parser.parse_args()
+
+    root = Path(tempfile.mkdtemp(prefix="bench_gateway_"))
+    started: list[Any] = []
+    try:
+        repository = write_synthetic_repository(
+            root / "repo", ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms, default_tokens=args.tokens
+        )
+        triton = TritonServer(repository=repository, workdir=root / "triton").start()
+        started.append(triton)
+        router_dir = root / "router"
+        corpus = [
+            " ".join(words.split()[(i % 5) :] + words.split()[: (i % 5)])
+            for words in (
+                "recipe oven flour butter garlic simmer saucepan roast",
+                "galaxy telescope orbit nebula planet comet stellar quasar",
+                "stock bond dividend portfolio equity interest inflation ledger",
+            )
+            for i in range(40)
+        ]
+        fit_router(corpus, k=3, seed=0).save(router_dir)
+        table = routing_table(1, {f"e{i}": ([i], [triton.grpc_port]) for i in range(3)})
+        want_nginx = not args.no_nginx and shutil.which("nginx") is not None
+        gateways = []
+        for index in range(2 if want_nginx else 1):
+            config = {
+                "router_dir": str(router_dir),
+                "routing": table,
+                "log_level": "warning",
+                "limits": {"max_inflight_per_upstream": 2048, "max_queue_per_upstream": 2048},
+                "grpc_port": free_port(),
+            }
+            gateway = Gateway(root / f"gateway{index}", config).start()
+            started.append(gateway)
+            gateways.append(gateway)
+        nginx_url = None
+        if want_nginx:
+            port = free_port()
+            conf = _nginx_conf(root / "nginx", port, [g.http_port for g in gateways])
+            nginx = start_group(
+                [
+                    "nginx",
+                    "-e",
+                    str(root / "nginx" / "error.log"),
+                    "-c",
+                    str(conf),
+                    "-g",
+                    "daemon off;",
+                ],
+                env=dict(os.environ),
+                log_path=root / "nginx" / "stdout.log",
+            )
+            started.append(nginx)
+            nginx_url = f"http://127.0.0.1:{port}"
+            if not wait_until(lambda: _http_ok(nginx_url + "/healthz"), timeout_s=10):
+                print("nginx did not start; skipping", file=sys.stderr)
+                nginx_url = None
+        gw = gateways[0]
+        paths = [
+            ("triton", f"127.0.0.1:{triton.grpc_port}", "ensemble", [gw]),
+            ("gw-http", gw.base_url, "expert-router", [gw]),
+            ("gw-grpc", f"127.0.0.1:{gw.config['grpc_port']}", "expert-router", [gw]),
+        ]
+        if nginx_url is not None:
+            paths.append(("nginx-http", nginx_url, "expert-router", gateways))
+        print(
+            f"synthetic model: ttft {args.ttft_ms} ms, tpot {args.tpot_ms} ms,"
+            f" {args.tokens} tokens;"
+            f" per level and path: {args.max_requests} requests or {args.max_seconds} s;"
+            f" client processes: 1 below 100 streams, {args.clients} from 100;"
+            f" cpus {os.cpu_count()}"
+        )
+        header = (
+            f"{'level':>5} {'path':<10} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
+            f" {'p50ms':>7} {'p99ms':>7} {'+p50':>6} {'+p99':>7} {'tok/cpu-s':>9} {'rssMiB':>7}"
+        )
+        print(header, flush=True)
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(args.clients) as pool:
+            for level in args.levels:
+                base: dict[str, Any] | None = None
+                for name, target, model, procs in paths:
+                    pids = [g.process.pid for g in procs if g.process is not None]
+                    cpu0 = sum(_cpu_seconds(p) for p in pids)
+                    result = run_level(pool, name, target, model, level, args)
+                    cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
+                    rss = sum(_rss_mib(p) for p in pids)
+                    if name == "triton":
+                        base = result
+                        added50 = added99 = "-"
+                        tok_cpu = rss_text = "-"
+                    else:
+                        assert base is not None
+                        added50 = f"{result['p50_ms'] - base['p50_ms']:.2f}"
+                        added99 = f"{result['p99_ms'] - base['p99_ms']:.2f}"
+                        tok_cpu = f"{result['tokens'] / cpu:.0f}" if cpu > 0 else "n/a"
+                        rss_text = f"{rss:.0f}"
+                    rate = result["done"] / result["elapsed"] if result["elapsed"] else 0.0
+                    print(
+                        f"{level:>5} {name:<10} {result['clients']:>2} {result['done']:>5}"
+                        f" {result['errors']:>4} {rate:>7.1f} {result['p50_ms']:>7.2f}"
+                        f" {result['p99_ms']:>7.2f} {added50:>6} {added99:>7} {tok_cpu:>9}"
+                        f" {rss_text:>7}",
+                        flush=True,
+                    )
+                    if result["error_sample"]:
+                        print(f"      errors e.g. {result['error_sample']}", flush=True)
+        return 0
+    finally:
+        for item in reversed(started):
+            if hasattr(item, "stop"):
+                item.stop()
+            else:
+                stop_group(item)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+if __name__ == "__main__":
+    sys.exit(main())
