@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from expert_deploy.cli._context import settings_for
+from expert_deploy.cli._context import load_and_plan
 from expert_deploy.cli._options import InventoryOpt, WorkdirOpt
 from expert_deploy.errors import EngineBuildError
 
@@ -93,14 +93,9 @@ def build(
     """Build the TensorRT-LLM engines of an inventory; unchanged engines come from the cache."""
     from expert_deploy.builder.checkpoint_index import read_checkpoint_index
     from expert_deploy.builder.engines import BuildOptions, build_engines
-    from expert_deploy.inventory import load_inventory, resolve_inventory_path
-    from expert_deploy.plan.planner import make_plan
 
-    settings = settings_for(workdir)
-    loaded = load_inventory(
-        resolve_inventory_path(inventory, settings.inventories_dir), settings.engines_dir
-    )
-    plan = make_plan(loaded, settings.hf_home)
+    planned = load_and_plan(inventory, workdir)
+    settings, loaded, plan = planned.settings, planned.loaded, planned.plan
     hub_cache = settings.hf_cache_dir
     checkpoints = read_checkpoint_index(settings.workdir, hub_cache)
     options = BuildOptions(

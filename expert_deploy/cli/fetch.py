@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from expert_deploy.cli._context import settings_for
+from expert_deploy.cli._context import load
 from expert_deploy.cli._options import InventoryOpt, WorkdirOpt
 from expert_deploy.errors import ExpertDeployError, UsageError
-from expert_deploy.inventory import Expert, load_inventory, resolve_inventory_path
+from expert_deploy.inventory import Expert
 from expert_deploy.inventory.messages import did_you_mean
 
 if TYPE_CHECKING:
@@ -25,10 +25,7 @@ ExpertOpt = Annotated[
 
 def fetch(inventory: InventoryOpt, expert: ExpertOpt = None, workdir: WorkdirOpt = None) -> None:
     """Download and verify each expert's checkpoint; write <workdir>/checkpoints.json."""
-    settings = settings_for(workdir)
-    loaded = load_inventory(
-        resolve_inventory_path(inventory, settings.inventories_dir), settings.engines_dir
-    )
+    settings, loaded = load(inventory, workdir)
     chosen = _select(loaded.inventory.experts, expert or [])
     for skipped in (e for e in chosen if e.model is None or e.engine == "synthetic"):
         print(f"note: {skipped.id} is synthetic (no weights); nothing to fetch", file=sys.stderr)

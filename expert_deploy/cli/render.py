@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from expert_deploy.cli._context import settings_for
+from expert_deploy.cli._context import load_and_plan
 from expert_deploy.cli._options import InventoryOpt, WorkdirOpt
-from expert_deploy.errors import InventoryError
-from expert_deploy.inventory import load_inventory, resolve_inventory_path
-from expert_deploy.plan.planner import make_plan
 
 
 def render(inventory: InventoryOpt, workdir: WorkdirOpt = None) -> None:
@@ -18,13 +15,8 @@ def render(inventory: InventoryOpt, workdir: WorkdirOpt = None) -> None:
     """
     from expert_deploy.render import render_deployment
 
-    settings = settings_for(workdir)
-    path = resolve_inventory_path(inventory, settings.inventories_dir)
-    loaded = load_inventory(path, settings.engines_dir)
-    plan = make_plan(loaded, settings.hf_home)
-    if plan.errors:
-        problems = [loaded.source.problem(f.path, f.message) for f in plan.errors]
-        raise InventoryError(sorted(problems, key=lambda p: p.line or 0))
+    planned = load_and_plan(inventory, workdir)
+    settings, loaded, plan = planned.settings, planned.loaded, planned.plan
     result = render_deployment(
         loaded, plan, settings, router_dir=settings.workdir.resolve() / "router"
     )
