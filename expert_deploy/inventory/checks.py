@@ -119,7 +119,7 @@ def _experts(inventory: Inventory) -> Iterator[Finding]:
                     f"no host named {name!r}{did_you_mean(name, names)}",
                 )
             else:
-                yield from _fp8_on(expert, host, at)
+                yield from fp8_on_host(expert, host, at)
 
 
 def _expert_shape(expert: Expert, at: FieldPath) -> Iterator[Finding]:
@@ -140,7 +140,8 @@ def _expert_shape(expert: Expert, at: FieldPath) -> Iterator[Finding]:
         )
 
 
-def _fp8_on(expert: Expert, host: Host, at: FieldPath) -> Iterator[Finding]:
+def fp8_on_host(expert: Expert, host: Host, at: FieldPath) -> Iterator[Finding]:
+    """FP8 weights or KV cache on a host whose GPUs are older than compute capability 8.9."""
     capability = host_capability(host)
     if capability is None or expert.resolved_device != "gpu":
         return

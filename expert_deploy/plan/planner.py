@@ -10,8 +10,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from expert_deploy.inventory.checks import host_capability
-from expert_deploy.inventory.gpus import FP8_MIN_CAPABILITY, GPU_MODELS
+from expert_deploy.inventory.checks import fp8_on_host
+from expert_deploy.inventory.gpus import GPU_MODELS
 from expert_deploy.inventory.loader import LoadedInventory
 from expert_deploy.inventory.models import Expert, Host
 from expert_deploy.inventory.source import FieldPath, format_path
@@ -97,8 +97,8 @@ def make_plan(loaded: LoadedInventory, hf_home: Path | None = None) -> Plan:
         findings.extend(_model_findings(expert, arch, loaded, at))
         if host is None or arch is None or expert.resolved_device != "gpu":
             continue
-        if expert.placement is None:
-            findings.extend(_fp8_findings(expert, host, at))
+        if expert.placement is None:  # explicit placements were checked with the inventory
+            findings.extend(Finding("error", p, m) for p, m in fp8_on_host(expert, host, at))
         gpu_bytes = _gpu_bytes(host)
         if gpu_bytes is None:
             continue
@@ -161,25 +161,3 @@ def _model_findings(
             )
         ]
     return []
-
-
-def _fp8_findings(expert: Expert, host: Host, at: FieldPath) -> list[Finding]:
-    capability = host_capability(host)
-    if capability is None or capability >= FP8_MIN_CAPABILITY:
-        return []
-    found = []
-    for key, value in (
-        ("quantization", expert.quantization),
-        ("kv_cache_dtype", expert.kv_cache_dtype),
-    ):
-        if value == "fp8":
-            found.append(
-                Finding(
-                    "error",
-                    (*at, key),
-                    f"fp8 needs compute capability 8.9 or newer; {expert.id} lands on host "
-                    f"{host.name} ({host.gpus.model}, {capability[0]}.{capability[1]}); "
-                    "use int4_awq or bf16",
-                )
-            )
-    return found

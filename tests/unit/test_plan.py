@@ -149,3 +149,16 @@ def test_llama31_needs_a_toolchain_with_llama3_rope(tmp_path: Path, engines_dir:
     assert [f.path for f in plan.errors] == [("experts", 0, "model", "repo")]
     data["toolchain"] = "trtllm-1.2"
     assert make_plan(load_inventory(write(tmp_path, data), engines_dir)).errors == []
+
+
+def test_fp8_refused_where_automatic_placement_lands_it(tmp_path: Path, engines_dir: Path) -> None:
+    data = gpu_inventory()
+    data["hosts"][0]["gpus"]["model"] = "A100-SXM-80GB"
+    data["experts"][0]["quantization"] = "fp8"  # no explicit placement: the planner checks it
+    plan = make_plan(load_inventory(write(tmp_path, data), engines_dir))
+    (error,) = plan.errors
+    assert error.path == ("experts", 0, "quantization")
+    assert (
+        "fp8 needs compute capability 8.9 or newer; host h1 has A100-SXM-80GB (8.0)"
+        in error.message
+    )
