@@ -1,0 +1,1 @@
+"""Artifacts a deployment needs: checkpoints, engines, the router model, rendered files."""
