@@ -79,6 +79,14 @@ class Settings:
     hf_token: Secret | None = field(default=None, repr=False)
     #: ``DOCKER_HOST``: where dockerd listens; ``None`` means the default unix socket.
     docker_host: str | None = None
+    #: The whole environment, kept for the secrets an inventory names by variable (gateway API
+    #: keys, admin token) and for children's environments; out of repr like the token.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+
+    def secret(self, name: str | None) -> Secret | None:
+        """The value of the environment variable ``name`` as a Secret, or None when unset."""
+        value = self.environ.get(name, "").strip() if name else ""
+        return Secret(value) if value else None
 
     @property
     def hf_cache_dir(self) -> Path:
@@ -116,4 +124,5 @@ class Settings:
             hf_hub_offline=env.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"),
             hf_token=Secret(token) if token else None,
             docker_host=env.get("DOCKER_HOST") or None,
+            environ=dict(env),
         )
