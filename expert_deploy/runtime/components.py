@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +47,8 @@ class Component:
     startup_budget_s: float = 120.0
     #: For triton: expert engine/checkpoint identities folded into ``config_hash``.
     extra_hashes: Mapping[str, str] = field(default_factory=dict)
+    #: Digest of the inventory values behind it (runtime/diff.py ``spec_hashes``).
+    spec_hash: str = ""
 
     @property
     def slug(self) -> str:
@@ -60,12 +62,14 @@ def components_for(
     *,
     budgets: Mapping[str, float] | None = None,
     artifact_hashes: Mapping[str, str] | None = None,
+    spec_hashes: Mapping[str, str] | None = None,
     gateway_budget_s: float = 60.0,
 ) -> list[Component]:
     """Every component of ``plan`` in start order.
 
     ``budgets`` maps expert id → start-up budget (the inventory's ``startup_budget_s``);
-    ``artifact_hashes`` maps expert id → engine or checkpoint hash, when one exists.
+    ``artifact_hashes`` maps expert id → engine or checkpoint hash, when one exists;
+    ``spec_hashes`` maps component name → spec hash (``runtime.diff.spec_hashes``).
     """
     budgets = budgets or {}
     artifact_hashes = artifact_hashes or {}
@@ -130,7 +134,8 @@ def components_for(
                 startup_budget_s=gateway_budget_s,
             )
         )
-    return result
+    specs = spec_hashes or {}
+    return [replace(c, spec_hash=specs.get(c.name, "")) for c in result]
 
 
 def _hash_files(rendered: RenderResult, prefix: str, extra: Mapping[str, str]) -> str:

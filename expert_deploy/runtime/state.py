@@ -40,10 +40,15 @@ class ComponentRecord(BaseModel):
     launcher: str
     ref: str
     log_path: str | None = None
+    #: The rendered file or folder it was started from (gateway YAML, model repository, conf).
+    config_path: str | None = None
     ports: dict[str, int] = Field(default_factory=dict)
     expert_id: str | None = None
     gpus: list[int] = Field(default_factory=list)
     config_hash: str
+    #: Digest of the inventory values behind this component (runtime/diff.py): what `plan`
+    #: compares without rendering anything.
+    spec_hash: str = ""
     #: Engine or checkpoint identity of a triton component (also folded into config_hash).
     artifact_hash: str | None = None
     #: "starting" until a real inference succeeded, then "ready"; "swapping" during a swap.
