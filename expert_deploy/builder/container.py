@@ -1,14 +1,14 @@
-"""Run one build command inside the toolchain container: the only importer of ``docker``.
+"""Run one build command inside the toolchain container, through the Docker seam.
 
 The spec of a run is a pure dataclass; :func:`run_kwargs` turns it into Docker SDK arguments
 (GPU device request, shared memory, ulimits, bind mounts, labels, host networking) and
 :func:`run_container` starts it, streams its log line by line and returns the exit code.
-Docker's own errors are translated here, so callers see expert_deploy errors only.
+The SDK itself, the client and the translation of Docker's errors live in
+``expert_deploy/docker_engine.py``, so callers see expert_deploy errors only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -16,7 +16,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from expert_deploy.errors import LaunchError
+from expert_deploy import docker_engine
+from expert_deploy.docker_engine import open_client
+
+__all__ = [
+    "BindMount",
+    "ContainerExit",
+    "ContainerRun",
+    "open_client",
+    "run_container",
+    "run_kwargs",
+]
 
 #: The backend docs run TensorRT-LLM containers with 2 GiB of /dev/shm, unlimited locked
 #: memory and a 64 MiB stack; builds get the same.
@@ -56,8 +66,6 @@ class ContainerExit:
 
 def run_kwargs(run: ContainerRun) -> dict[str, Any]:
     """Docker SDK ``containers.create`` arguments for ``run``."""
-    from docker.types import DeviceRequest, Mount, Ulimit
-
     kwargs: dict[str, Any] = {
         "image": run.image,
         "command": list(run.argv),
@@ -66,42 +74,17 @@ def run_kwargs(run: ContainerRun) -> dict[str, Any]:
         "network_mode": "host",
         "shm_size": SHM_SIZE,
         "ulimits": [
-            Ulimit(name="memlock", soft=run.memlock_bytes, hard=run.memlock_bytes),
-            Ulimit(name="stack", soft=STACK_BYTES, hard=STACK_BYTES),
+            docker_engine.ulimit("memlock", run.memlock_bytes, run.memlock_bytes),
+            docker_engine.ulimit("stack", STACK_BYTES, STACK_BYTES),
         ],
         "mounts": [
-            Mount(target=m.target, source=str(m.source), type="bind", read_only=m.read_only)
-            for m in run.mounts
+            docker_engine.bind_mount(m.source, m.target, read_only=m.read_only) for m in run.mounts
         ],
         "detach": True,
     }
     if run.gpu_ids is not None:
-        kwargs["device_requests"] = [
-            DeviceRequest(device_ids=[str(i) for i in run.gpu_ids], capabilities=[["gpu"]])
-        ]
+        kwargs["device_requests"] = [docker_engine.device_request(run.gpu_ids)]
     return kwargs
-
-
-def open_client(base_url: str | None) -> Any:
-    """A Docker client for ``base_url``, or from the environment (DOCKER_HOST) when None.
-
-    Raises:
-        LaunchError: the docker SDK is missing or the daemon does not answer.
-    """
-    try:
-        import docker
-    except ModuleNotFoundError:
-        raise LaunchError(
-            "container builds need the docker SDK: pip install 'expert-deploy[docker]'"
-        ) from None
-    try:
-        client = docker.DockerClient(base_url=base_url) if base_url else docker.from_env()
-        client.ping()
-    except docker.errors.DockerException as error:
-        raise LaunchError(
-            f"cannot reach the Docker daemon ({error}); is dockerd running?"
-        ) from None
-    return client
 
 
 def run_container(
@@ -119,41 +102,32 @@ def run_container(
     Raises:
         LaunchError: the image is missing or Docker refused to create or start the container.
     """
-    import docker
-
-    try:
+    with docker_engine.translated("the build container", image=run.image):
         container = client.containers.create(**run_kwargs(run))
-    except docker.errors.ImageNotFound:
-        raise LaunchError(
-            f"image {run.image} is not on this machine; docker pull {run.image}"
-        ) from None
-    except docker.errors.APIError as error:
-        raise LaunchError(f"docker could not create the build container: {error}") from None
     timed_out = threading.Event()
 
     def kill() -> None:
         timed_out.set()
-        # An APIError here means it exited on its own meanwhile.
-        with contextlib.suppress(docker.errors.APIError):
+        # An error here means it exited on its own meanwhile.
+        with docker_engine.ignoring_errors():
             container.kill()
 
     timer = threading.Timer(timeout_s, kill)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     try:
-        container.start()
-        timer.start()
-        with log_path.open("a", encoding="utf-8") as log:
-            for line in _lines(container.logs(stream=True, follow=True)):
-                log.write(line + "\n")
-                log.flush()
-                tail.append(line)
-                on_line(line)
-        status = container.wait()
-    except docker.errors.APIError as error:
-        raise LaunchError(f"docker failed while running the build container: {error}") from None
+        with docker_engine.translated("the build container"):
+            container.start()
+            timer.start()
+            with log_path.open("a", encoding="utf-8") as log:
+                for line in _lines(container.logs(stream=True, follow=True)):
+                    log.write(line + "\n")
+                    log.flush()
+                    tail.append(line)
+                    on_line(line)
+            status = container.wait()
     finally:
         timer.cancel()
-        with contextlib.suppress(docker.errors.APIError):  # already gone: nothing to clean
+        with docker_engine.ignoring_errors():  # already gone: nothing to clean
             container.remove(force=True)
     code = 124 if timed_out.is_set() else int(status.get("StatusCode", 1))
     if timed_out.is_set():

@@ -140,8 +140,24 @@ class Expert(ExpertSettings):
         return self.tp_size * self.pp_size if self.resolved_device == "gpu" else 0
 
 
+class DockerRuntime(_Frozen):
+    """Options of ``runtime: {kind: docker, docker: {...}}`` (runtime/docker_launcher.py)."""
+
+    #: The gateway image: Python with expert-deploy[router] installed (router_service).
+    gateway_image: str = "expert-deploy/gateway:latest"
+    nginx_image: str = "nginx:1.27"
+    shm_size: str = Field(default="2g", pattern=r"^[0-9]+[bkmg]?$")
+    #: -1 = unlimited, as NVIDIA documents; a daemon without CAP_SYS_RESOURCE refuses it.
+    memlock_bytes: int = Field(default=-1, ge=-1)
+    stack_bytes: int = Field(default=67_108_864, ge=1)
+    restart_policy: Literal["no", "on-failure", "unless-stopped", "always"] = "unless-stopped"
+    #: tensorrtllm_backend checkout of the toolchain's tag, mounted at /opt/tensorrtllm_backend.
+    tensorrtllm_backend_dir: InventoryPath | None = None
+
+
 class Runtime(_Frozen):
     kind: RuntimeKind = "process"
+    docker: DockerRuntime = DockerRuntime()
 
     @model_validator(mode="before")
     @classmethod
