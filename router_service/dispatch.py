@@ -40,6 +40,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -67,6 +69,8 @@ from router_service.routing_table import (
 )
 from router_service.triton_codec import SamplingParams, build_infer_request, decode_stream_response
 from router_service.upstream import Upstream, UpstreamKey
+
+LOGGER = logging.getLogger("router_service")
 
 __all__ = [
     "Chunk",
@@ -177,7 +181,7 @@ class Dispatcher:
             ConfigError: the table does not cover the classifier's clusters exactly.
         """
         table = self._build(self.config.routing, self._initial_classifier.k)
-        await self._probe_all(table.all_upstreams())
+        await self._probe_all(table.all_upstreams(), table)
         self._state = RouterState(self._initial_classifier, table, self.config.router_dir)
         self.metrics.generation.set(table.generation)
 
@@ -382,7 +386,7 @@ class Dispatcher:
                 )
             before = set(self._upstreams)
             table = self._build(spec, current.classifier.k)
-            await self._probe_all([u for u in table.all_upstreams() if u.key not in before])
+            await self._probe_all([u for u in table.all_upstreams() if u.key not in before], table)
             self._state = RouterState(current.classifier, table, current.router_dir)
             self.metrics.generation.set(table.generation)
             self._retire_unused(table)
@@ -445,15 +449,51 @@ class Dispatcher:
         self._closing_tasks.add(task)
         task.add_done_callback(self._closing_tasks.discard)
 
-    async def _probe_all(self, upstreams: Sequence[Upstream]) -> None:
-        timeout_s = self.config.health.probe_timeout_s
-        await asyncio.gather(*(u.run_probe(timeout_s=timeout_s) for u in upstreams))
+    async def _probe_all(
+        self, upstreams: Sequence[Upstream], table: RoutingTable[Upstream]
+    ) -> None:
+        await asyncio.gather(*(self._probe(u, table) for u in upstreams))
 
     async def _probe_loop(self, upstream: Upstream) -> None:
         health = self.config.health
         while True:
             await asyncio.sleep(health.interval_s)
-            await upstream.run_probe(timeout_s=health.probe_timeout_s)
+            await self._probe(upstream, None)
+
+    async def _probe(self, upstream: Upstream, table: RoutingTable[Upstream] | None) -> None:
+        """Probe once; log when the server's configuration problem appears or goes away."""
+        before = upstream.last_problem
+        result = await upstream.run_probe(timeout_s=self.config.health.probe_timeout_s)
+        if result.problem == before:
+            return
+        live = table if table is not None else self.state.table
+        experts = ",".join(e.id for e in live.experts.values() if upstream in e.upstreams)
+        fields: dict[str, object] = {
+            "expert": experts,
+            "upstream": upstream.spec.address,
+            "model": upstream.spec.model,
+        }
+        if result.problem is not None:
+            fields["event"] = "upstream_unusable"
+            fields["detail"] = (
+                f"expert {experts}: {result.problem}; no request goes to this server, and "
+                "/readyz answers 503 while the expert has no other ready server"
+            )
+            LOGGER.error(json.dumps(fields, separators=(",", ":")))
+        else:
+            fields["event"] = "upstream_usable"
+            LOGGER.info(json.dumps(fields, separators=(",", ":")))
+
+    def problems(self) -> list[dict[str, str]]:
+        """Configuration problems of live servers (e.g. a model that is not decoupled)."""
+        if self._state is None:
+            return []
+        return [
+            {"expert": expert.id, "upstream": u.spec.address, "problem": u.last_problem}
+            for expert in self._state.table.experts.values()
+            for u in expert.upstreams
+            if u.last_problem is not None
+        ]
 
     def snapshot(self) -> dict[str, object]:
         """Admin view: generation, classifier, and per-expert / per-server state."""
@@ -467,6 +507,7 @@ class Dispatcher:
                     "model": u.spec.model,
                     "state": u.state(now),
                     "last_probe_ok": u.last_probe_ok,
+                    "problem": u.last_problem,
                     "inflight": u.inflight,
                     "queued": u.queued,
                 }

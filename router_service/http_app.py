@@ -276,11 +276,14 @@ class HttpFrontEnd:
     async def readyz(self, request: Request) -> Response:
         state = self.dispatcher.state
         is_ready = self.dispatcher.is_ready() and not self.is_shutting_down
-        body = {
+        body: dict[str, object] = {
             "status": "ready" if is_ready else "not_ready",
             "generation": state.table.generation,
             "classifier_hash": state.classifier.content_hash,
         }
+        problems = self.dispatcher.problems()
+        if problems:
+            body["problems"] = problems
         return JSONResponse(body, status_code=200 if is_ready else 503)
 
     async def metrics(self, request: Request) -> Response:

@@ -12,6 +12,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
@@ -20,7 +21,7 @@ from router_service.config import HealthConfig, LimitsConfig, UpstreamSpec
 from router_service.errors import OverloadedError
 from router_service.health import BreakerState, CircuitBreaker
 
-__all__ = ["Upstream", "UpstreamKey"]
+__all__ = ["ProbeResult", "Upstream", "UpstreamKey"]
 
 UpstreamKey = tuple[str, str]  # (host:port, model)
 
@@ -36,6 +37,18 @@ _CHANNEL_OPTIONS: list[tuple[str, int]] = [
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class ProbeResult:
+    """One readiness probe: ready or not, and, when the server answered, why it is unusable.
+
+    ``problem`` is set only for a configuration fault a restart of the gateway cannot fix (a
+    model that is not decoupled); an unreachable or loading server has ``problem=None``.
+    """
+
+    is_ready: bool
+    problem: str | None = None
+
+
 class Upstream:
     """A Triton server hosting one expert model, with its channels, limiter and breaker."""
 
@@ -48,6 +61,7 @@ class Upstream:
         )
         self.inflight = 0
         self.last_probe_ok: bool | None = None
+        self.last_problem: str | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -132,26 +146,48 @@ class Upstream:
         stub = next(self._next_stub)
         return stub.ModelStreamInfer(iter((request,)))
 
-    async def probe(self, *, timeout_s: float) -> bool:
-        """Ask Triton whether the server and the model are ready (same channel as requests)."""
+    async def probe(self, *, timeout_s: float) -> ProbeResult:
+        """Ask Triton whether the server and the model are ready, and the model decoupled.
+
+        The gateway streams every request with ModelStreamInfer, which only a decoupled model
+        answers token by token (a TensorRT-LLM ensemble reports itself decoupled when its
+        ``tensorrt_llm`` step has ``decoupled_mode: true``). The config is read on every probe,
+        not once, so a model reloaded with a fixed config is picked up without a gateway restart.
+        """
         stub = self._stubs[0]
+        model = self.spec.model
         try:
             server = await stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout_s)
             if not server.ready:
-                return False
-            model = await stub.ModelReady(
-                service_pb2.ModelReadyRequest(name=self.spec.model), timeout=timeout_s
+                return ProbeResult(is_ready=False)
+            ready = await stub.ModelReady(
+                service_pb2.ModelReadyRequest(name=model), timeout=timeout_s
             )
-            return bool(model.ready)
+            if not ready.ready:
+                return ProbeResult(is_ready=False)
+            answer = await stub.ModelConfig(
+                service_pb2.ModelConfigRequest(name=model), timeout=timeout_s
+            )
         except grpc.aio.AioRpcError:
-            return False
+            return ProbeResult(is_ready=False)
+        if not answer.config.model_transaction_policy.decoupled:
+            return ProbeResult(
+                is_ready=False,
+                problem=(
+                    f"model '{model}' on {self.spec.address} is not decoupled "
+                    "(model_transaction_policy.decoupled is false), so it cannot stream; "
+                    "deploy it with decoupled_mode: true"
+                ),
+            )
+        return ProbeResult(is_ready=True)
 
-    async def run_probe(self, *, timeout_s: float) -> bool:
-        """Probe once and feed the result to the breaker."""
-        is_ready = await self.probe(timeout_s=timeout_s)
-        self.last_probe_ok = is_ready
-        self.breaker.record_probe(is_ready=is_ready, now=time.monotonic())
-        return is_ready
+    async def run_probe(self, *, timeout_s: float) -> ProbeResult:
+        """Probe once and feed the result to the breaker; returns the result."""
+        result = await self.probe(timeout_s=timeout_s)
+        self.last_probe_ok = result.is_ready
+        self.last_problem = result.problem
+        self.breaker.record_probe(is_ready=result.is_ready, now=time.monotonic())
+        return result
 
     async def close(self, *, drain_deadline_s: float) -> None:
         """Wait (up to the deadline) for in-flight requests to end, then close the channels."""
