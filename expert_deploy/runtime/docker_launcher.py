@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -450,13 +451,32 @@ class DockerLauncher:
         if state.get("Running") and not state.get("Restarting") and restarts == 0:
             return
         code = state.get("ExitCode")
+        how = ""
+        if restarts:
+            # A restart resets State.ExitCode; the daemon's "die" event keeps the real one.
+            code = self._last_exit_code(container)
+            how = f" (restarted {restarts} time{'s' if restarts != 1 else ''} by its policy)"
         tail = self._save_log(container, log_path)
         with docker_engine.ignoring_errors():
             container.remove(force=True)
         raise LaunchError(
-            f"{component.name} (container {container.name}) exited with code {code} while "
-            f"starting; its log: {log_path}\n{tail}".rstrip()
+            f"{component.name} (container {container.name}) exited with code {code}{how} "
+            f"while starting; its log: {log_path}\n{tail}".rstrip()
         )
+
+    def _last_exit_code(self, container: Any) -> int | None:
+        """The exit code of the container's latest ``die`` event (None when there is none)."""
+        code = None
+        with docker_engine.ignoring_errors():
+            events = self._docker().api.events(
+                since=0,
+                until=int(time.time()) + 1,
+                filters={"container": container.id, "event": "die"},
+                decode=True,
+            )
+            for event in events:
+                code = (event.get("Actor") or {}).get("Attributes", {}).get("exitCode", code)
+        return int(code) if code is not None else None
 
     def _save_log(self, container: Any, path: Path) -> str:
         """Copy the container's whole log to ``path``; return its last lines."""

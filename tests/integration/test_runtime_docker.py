@@ -1,0 +1,281 @@
+"""The docker launcher against a real private dockerd, with real tritonservers inside containers.
+
+Stand-in (named as such): the NGC Triton image, the gateway image and the NGINX image cannot
+exist here, so every container runs ``expert-deploy/stand-in:test`` (busybox, ``docker
+import``-ed; tests/dockerd.py) with read-only bind mounts of this machine's /usr, /lib, the
+Python installation and the virtualenv that holds the nvidia-pytriton wheel. What runs inside
+is real: the wheel's ``tritonserver``, ``python -m router_service``, Debian's ``nginx``, all on
+host networking; readiness is a real one-token inference.
+"""
+
+from __future__ import annotations
+
+import resource
+import shutil
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from expert_deploy.artifacts.prepare import prepare
+from expert_deploy.errors import LaunchError
+from expert_deploy.inventory import load_inventory
+from expert_deploy.plan.planner import make_plan
+from expert_deploy.runtime.components import Component, components_for
+from expert_deploy.runtime.docker_launcher import (
+    ContainerProfile,
+    DockerLauncher,
+    DockerOptions,
+    Mount,
+)
+from expert_deploy.runtime.readiness import probe_completion
+from expert_deploy.settings import Settings
+from tests.dockerd import STAND_IN_TAG, Dockerd, dockerd_missing_reason, private_dockerd
+from tests.support.inventories import materialize
+from tests.support.triton import prepare_backend_dir, pytriton_root
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+# This sandbox's dockerd lacks CAP_SYS_RESOURCE, so runc refuses memlock=-1 ("error setting
+# rlimit type 8", see test_unlimited_memlock_refused_here); the tests keep the host's hard
+# limit. Production keeps -1 (tests/unit/test_docker_launcher.py checks it).
+MEMLOCK = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
+# busybox's wget is the stand-in image's HTTP check (the NGC image has curl).
+WGET = ("/bin/busybox", "wget", "-q", "-O", "/dev/null")
+
+
+@pytest.fixture(scope="module")
+def dockerd() -> Iterator[Dockerd]:
+    reason = dockerd_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with private_dockerd() as daemon:
+        daemon.import_stand_in()
+        yield daemon
+
+
+@dataclass
+class Deployment:
+    settings: Settings
+    components: dict[str, Component]
+    launcher: DockerLauncher
+
+
+def _stand_in_mounts(backend: Path) -> list[Mount]:
+    """What the stand-in image lacks: this machine's libraries, Python, virtualenv, checkout."""
+    paths = [Path("/usr"), Path("/lib"), Path("/lib64"), Path(sys.base_prefix), Path(sys.prefix)]
+    paths += [REPO, backend]  # the editable install's sources; Triton's backend directory
+    mounts = [Mount(p.resolve(), str(p)) for p in paths if p.exists()]
+    # NGINX, started as root, runs its workers as "nobody".
+    mounts += [Mount(Path(f), f) for f in ("/etc/passwd", "/etc/group")]
+    return mounts
+
+
+def _stand_in_profiles(backend: Path) -> dict[str, ContainerProfile]:
+    libs = pytriton_root().parent / "nvidia_pytriton.libs"
+    path = f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/bin"
+    tritonserver = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
+    return {
+        "triton": ContainerProfile(
+            STAND_IN_TAG,
+            (str(tritonserver), f"--backend-directory={backend}"),
+            WGET,
+            {"LD_LIBRARY_PATH": str(libs), "PATH": path},
+        ),
+        "gateway": ContainerProfile(STAND_IN_TAG, (sys.executable,), WGET, {"PATH": path}),
+        "nginx": ContainerProfile(STAND_IN_TAG, ("/usr/sbin/nginx",), WGET),
+    }
+
+
+def _deploy(
+    tmp_path: Path, dockerd: Dockerd, *, profiles: dict[str, ContainerProfile] | None = None
+) -> Deployment:
+    settings = Settings(workdir=tmp_path / "work", data_dir=REPO, docker_host=dockerd.base_url)
+    loaded = load_inventory(materialize("local-synthetic", tmp_path), REPO / "engines")
+    plan = make_plan(loaded)
+    prepared = prepare(settings, loaded, plan)
+    backend = prepare_backend_dir(tmp_path / "backends")
+    launcher = DockerLauncher(
+        settings,
+        deployment=f"t{tmp_path.name[-12:]}".replace("_", "-").lower(),
+        profiles=profiles or _stand_in_profiles(backend),  # type: ignore[arg-type]
+        options=DockerOptions(memlock_bytes=MEMLOCK, health_interval_s=1.0),
+        extra_mounts=_stand_in_mounts(backend),
+    )
+    components = {c.name: c for c in components_for(plan, prepared.rendered)}
+    return Deployment(settings, components, launcher)
+
+
+@pytest.fixture
+def deployment(tmp_path: Path, dockerd: Dockerd) -> Iterator[Deployment]:
+    deployed = _deploy(tmp_path, dockerd)
+    yield deployed
+    client = dockerd.client()
+    try:  # whatever a failed test left behind
+        for found in deployed.launcher.list_deployment():
+            client.containers.get(found.id).remove(force=True)
+    finally:
+        client.close()
+        deployed.launcher.close()
+
+
+def test_triton_container_serves_a_real_inference_then_stops_without_a_trace(
+    deployment: Deployment, dockerd: Dockerd
+) -> None:
+    launcher = deployment.launcher
+    component = deployment.components["triton/expert-0-0"]
+    handle = launcher.launch(component)
+    assert handle.launcher == "docker"
+    launcher.wait_ready(component, handle, budget_s=180)
+
+    client = dockerd.client()
+    try:
+        attrs = client.containers.get(handle.ref).attrs
+    finally:
+        client.close()
+    assert attrs["Name"] == f"/ed-{launcher.deployment}-triton-expert-0-0"
+    labels = attrs["Config"]["Labels"]
+    assert labels["expert-deploy.deployment"] == launcher.deployment
+    assert labels["expert-deploy.component"] == "triton/expert-0-0"
+    assert labels["expert-deploy.expert"] == "expert-0"
+    assert labels["expert-deploy.config-hash"] == component.config_hash
+    host = attrs["HostConfig"]
+    assert host["NetworkMode"] == "host"
+    assert host["ShmSize"] == 2 * 1024**3
+    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    assert {u["Name"]: u["Hard"] for u in host["Ulimits"]} == {
+        "memlock": MEMLOCK,
+        "stack": 67_108_864,
+    }
+    mounts = {m["Destination"]: m["RW"] for m in attrs["Mounts"]}
+    repository = str(component.config_path.resolve())
+    assert mounts[repository] is False  # the model repository is read-only
+    assert all(rw is False for rw in mounts.values())
+    assert attrs["Config"]["Healthcheck"]["Test"][-1].endswith("/v2/health/ready")
+
+    # Docker's own health check (busybox wget in the stand-in) turns healthy on its own.
+    deadline_polls = 120
+    status = launcher.status(handle)
+    while "healthy" not in status.detail.split() and deadline_polls:
+        deadline_polls -= 1
+        import time
+
+        time.sleep(0.5)
+        status = launcher.status(handle)
+    assert status.liveness == "running"
+    assert "health healthy" in status.detail
+    assert [c.component for c in launcher.list_deployment()] == ["triton/expert-0-0"]
+    assert "Started HTTPService" in launcher.logs(handle, tail=200)
+
+    launcher.stop(handle, grace_s=5)
+    assert launcher.status(handle).liveness == "missing"
+    assert launcher.list_deployment() == []
+    assert handle.log_path is not None
+    assert "Started HTTPService" in handle.log_path.read_text()  # the log outlives the container
+    assert "Started HTTPService" in launcher.logs(handle, tail=200)
+    launcher.stop(handle, grace_s=5)  # already gone: a no-op
+
+
+def test_triton_that_exits_while_starting_names_itself_and_its_log(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    component = deployment.components["triton/expert-1-0"]
+    broken = tmp_path / "broken-repository"
+    shutil.copytree(component.config_path, broken)
+    (broken / "ensemble" / "1" / "model.py").write_text(
+        "raise RuntimeError('model broken on purpose by the test')\n"
+    )
+    component = Component(**{**component.__dict__, "config_path": broken})
+    launcher = deployment.launcher
+    handle = launcher.launch(component)
+    with pytest.raises(LaunchError) as caught:
+        launcher.wait_ready(component, handle, budget_s=180)
+    message = str(caught.value)
+    assert message.startswith("triton/expert-1-0 (container ed-")
+    assert "exited with code 1" in message and "while starting" in message
+    log_path = deployment.settings.workdir.resolve() / "logs" / "triton-expert-1-0.log"
+    assert f"its log: {log_path}" in message
+    assert "model broken on purpose" in log_path.read_text()
+    # Removed, so the restart policy cannot bring it back behind the state's back.
+    assert deployment.launcher.list_deployment() == []
+
+
+def test_missing_image_says_to_pull_or_import_it(deployment: Deployment) -> None:
+    launcher = deployment.launcher
+    launcher.profiles["gateway"] = ContainerProfile("nope/missing:1", ("python3",))
+    with pytest.raises(
+        LaunchError,
+        match=r"gateway/0 \(container ed-.*\): image nope/missing:1 .*docker pull nope/missing:1 \(or docker import it\)",
+    ):
+        launcher.launch(deployment.components["gateway/0"])
+    assert launcher.list_deployment() == []
+
+
+def test_unlimited_memlock_refused_here_is_a_clear_error_and_leaves_nothing(
+    deployment: Deployment,
+) -> None:
+    """What this sandbox's runc does with production's memlock=-1 (the reason for MEMLOCK)."""
+    launcher = deployment.launcher
+    launcher.options = DockerOptions(memlock_bytes=-1)
+    component = deployment.components["triton/expert-2-0"]
+    try:
+        handle = launcher.launch(component)
+    except LaunchError as error:
+        assert str(error).startswith("triton/expert-2-0 (container ed-")
+        assert "docker refused" in str(error) and "its log:" in str(error)
+        assert launcher.list_deployment() == []
+    else:  # a daemon with CAP_SYS_RESOURCE accepts it: then it must really run
+        launcher.wait_ready(component, handle, budget_s=180)
+        launcher.stop(handle, grace_s=5)
+
+
+def test_a_stale_container_of_ours_is_replaced_and_a_foreign_one_refused(
+    tmp_path: Path, dockerd: Dockerd
+) -> None:
+    sleeper = ContainerProfile(STAND_IN_TAG, ("/bin/sh", "-c", "sleep 600", "sh"), WGET)
+    deployed = _deploy(tmp_path, dockerd, profiles={"nginx": sleeper})
+    launcher = deployed.launcher
+    component = deployed.components["nginx"]
+    first = launcher.launch(component)
+    second = launcher.launch(component)  # as after an `up` killed before the state was saved
+    try:
+        assert first.ref != second.ref
+        assert [c.id for c in launcher.list_deployment()] == [second.ref]
+        assert launcher.status(first).liveness == "missing"
+    finally:
+        launcher.stop(second, grace_s=1)
+    client = dockerd.client()
+    try:
+        client.containers.create(STAND_IN_TAG, ["true"], name=f"ed-{launcher.deployment}-nginx")
+        with pytest.raises(LaunchError, match=r"nginx: a container named ed-.* is not one of ours"):
+            launcher.launch(component)
+    finally:
+        client.containers.get(f"ed-{launcher.deployment}-nginx").remove(force=True)
+        client.close()
+        launcher.close()
+
+
+def test_whole_deployment_in_containers_answers_through_nginx(
+    deployment: Deployment,
+) -> None:
+    launcher = deployment.launcher
+    started = []
+    try:
+        for component in deployment.components.values():  # start order: triton, gateway, nginx
+            handle = launcher.launch(component)
+            started.append(handle)
+            launcher.wait_ready(component, handle, budget_s=240)
+        nginx = deployment.components["nginx"]
+        result = probe_completion(nginx.address, nginx.ports["listen"], timeout_s=30)
+        assert result.ok, result.detail
+        assert result.expert in {"expert-0", "expert-1", "expert-2"}
+        assert sorted(c.component for c in launcher.list_deployment()) == sorted(
+            deployment.components
+        )
+    finally:
+        for handle in reversed(started):
+            launcher.stop(handle, grace_s=5)
+    assert launcher.list_deployment() == []
