@@ -172,12 +172,18 @@ class Manifest:
     outputs: list[OutputFile]
     built_at: str
     tensorrt_llm_version: str | None
+    #: Digest or local id of the image that ran the build (None for host builds).
+    image_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "format": MANIFEST_FORMAT,
             "key": self.key,
-            "builder": {"kind": self.builder.kind, "image": self.builder.image},
+            "builder": {
+                "kind": self.builder.kind,
+                "image": self.builder.image,
+                "image_id": self.image_id,
+            },
             "stand_in": self.builder.kind == "stand-in",
             "inputs": self.inputs,
             "argv": self.argv,
@@ -203,7 +209,21 @@ class Manifest:
             ],
             built_at=str(data["built_at"]),
             tensorrt_llm_version=data.get("engine_tensorrt_llm_version"),
+            image_id=builder.get("image_id"),
         )
+
+    @property
+    def engine_sha256(self) -> str:
+        """One hash over the engine files (names and SHA-256s): which engine a server loads.
+
+        TensorRT builds are not bit-reproducible (tactic timing), so two builds of one key
+        may differ here; the key, not this hash, says whether an engine is up to date.
+        """
+        digest = hashlib.sha256()
+        for output in sorted(self.outputs, key=lambda o: o.name):
+            if output.name.startswith(f"{ENGINE_SUBDIR}/"):
+                digest.update(f"{output.name}\0{output.sha256}\n".encode())
+        return f"sha256:{digest.hexdigest()}"
 
 
 def entry_dir(engines_root: Path, key: str) -> Path:

@@ -87,6 +87,22 @@ def run_kwargs(run: ContainerRun) -> dict[str, Any]:
     return kwargs
 
 
+def image_identity(client: Any, image: str) -> str | None:
+    """The image's registry digest (``repo@sha256:…``) when it was pulled, else its local id.
+
+    The tag alone can move; the lockfile records this so a later build can tell whether it
+    runs the same toolchain image. None when Docker does not know the image.
+    """
+    import docker
+
+    try:
+        found = client.images.get(image)
+    except docker.errors.DockerException:
+        return None
+    digests = found.attrs.get("RepoDigests") or []
+    return str(digests[0]) if digests else str(found.id)
+
+
 def run_container(
     client: Any,
     run: ContainerRun,

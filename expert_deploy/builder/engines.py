@@ -34,12 +34,15 @@ from expert_deploy.builder.cache import (
     verify_entry,
     write_manifest,
 )
+from expert_deploy.builder.container import image_identity
 from expert_deploy.builder.recipes import (
     CALIB_SIZE,
     CONTAINER_CALIB_DIR,
     CONTAINER_MODEL_DIR,
     CONTAINER_OUTPUT_ROOT,
     BuildPaths,
+    Capability,
+    Recipe,
     recipe,
 )
 from expert_deploy.builder.runner import BuildJob, run_in_container, run_on_host
@@ -47,6 +50,7 @@ from expert_deploy.errors import EngineBuildError, ExpertDeployError
 from expert_deploy.inventory.checks import host_capability
 from expert_deploy.inventory.loader import LoadedInventory
 from expert_deploy.inventory.models import Expert
+from expert_deploy.inventory.toolchain import Toolchain
 from expert_deploy.plan.architectures import find_architecture
 from expert_deploy.plan.planner import Plan
 from expert_deploy.settings import Settings
@@ -73,13 +77,14 @@ class BuildOptions:
     experts: tuple[str, ...] | None = None
     #: Run this stand-in image instead of the toolchain image; manifests say "stand-in".
     stand_in_image: str | None = None
-    #: A local calibration dataset directory for FP8/AWQ (``--calib_dataset``).
-    calib_dataset: Path | None = None
     runner: RunnerChoice = "auto"
     docker_base_url: str | None = None
     #: Re-hash every cached output instead of trusting recorded sizes (slow for 70B).
     verify_hashes: bool = False
     step_timeout_s: float = 6 * 3600.0
+    #: Only look engines up in the cache; a missing one is a failure, nothing is built
+    #: (``build --expert X`` resolves the other experts this way to render them).
+    cache_only: bool = False
     #: Locked-memory limit of build containers; -1 (unlimited) except in sandboxes whose
     #: daemon may not raise it.
     memlock_bytes: int = -1
@@ -95,6 +100,21 @@ class EngineResult:
     builder: str | None = None
     message: str = ""
     error: ExpertDeployError | None = field(default=None, compare=False)
+    #: :attr:`Manifest.engine_sha256` of the engine served, and the image that built it.
+    engine_sha256: str | None = None
+    image_id: str | None = None
+
+
+@dataclass(frozen=True)
+class _Keyed:
+    """An expert's recipe with the container paths, its cache key and the key's inputs."""
+
+    recipe: Recipe
+    key: str
+    inputs: dict[str, Any]
+    builder: Builder
+    capability: Capability
+    gpus: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -125,7 +145,7 @@ def build_engines(
     engines_root = settings.workdir / "engines"
     logs = settings.workdir / "logs"
     builder = _builder(options)
-    calib_sha = _calib_hash(loaded, options)
+    calib_hashes: dict[Path, str] = {}
     results: dict[str, EngineResult] = {}
     pending: dict[str, list[_Prepared]] = {}  # key -> experts sharing it
     for expert in loaded.inventory.experts:
@@ -139,7 +159,7 @@ def build_engines(
             settings=settings,
             options=options,
             builder=builder,
-            calib_sha=calib_sha,
+            calib_hashes=calib_hashes,
             engines_root=engines_root,
         )
         if isinstance(outcome, EngineResult):
@@ -149,6 +169,12 @@ def build_engines(
         if cached is not None:
             results[expert.id] = cached
             progress.update(expert.id, cached.status)
+        elif options.cache_only:
+            results[expert.id] = _failed(
+                expert,
+                f"no engine for key {outcome.job.key[:12]} in the cache; build this expert too",
+                key=outcome.job.key,
+            )
         else:
             pending.setdefault(outcome.job.key, []).append(outcome)
     if pending:
@@ -160,6 +186,12 @@ def build_engines(
     return sorted(results.values(), key=lambda r: order.index(r.expert_id))
 
 
+def builder_for(options: BuildOptions, toolchain: Toolchain) -> Builder:
+    """Who builds under ``options``: the stand-in image, this host, or the toolchain image."""
+    builder = _builder(options)
+    return Builder("container", toolchain.triton_image) if builder.kind == "container" else builder
+
+
 def _builder(options: BuildOptions) -> Builder:
     if options.stand_in_image is not None:
         return Builder("stand-in", options.stand_in_image)
@@ -169,12 +201,90 @@ def _builder(options: BuildOptions) -> Builder:
     return Builder("host", "host") if host else Builder("container", "")
 
 
-def _calib_hash(loaded: LoadedInventory, options: BuildOptions) -> str | None:
-    if options.calib_dataset is None:
+def calib_dataset_of(expert: Expert) -> Path | None:
+    """The calibration folder an expert's build reads: only quantized recipes calibrate."""
+    return expert.calib_dataset if expert.quantization in CALIB_SIZE else None
+
+
+def calib_hash(expert: Expert, memo: dict[Path, str] | None = None) -> str | None:
+    """SHA-256 over the expert's calibration folder (None without one); ``memo`` shares work.
+
+    Raises:
+        EngineBuildError: the folder is missing or empty.
+    """
+    folder = calib_dataset_of(expert)
+    if folder is None:
         return None
-    if not any(e.quantization in CALIB_SIZE for e in loaded.inventory.experts):
-        return None
-    return sha256_tree(options.calib_dataset)
+    if memo is not None and folder in memo:
+        return memo[folder]
+    if not folder.is_dir() or not any(p.is_file() for p in folder.rglob("*")):
+        raise EngineBuildError(
+            expert.id,
+            f"calib_dataset {folder} is not a folder with files; point calib_dataset at a "
+            "local dataset folder (a train split with a text column) or remove it",
+        )
+    digest = sha256_tree(folder)
+    if memo is not None:
+        memo[folder] = digest
+    return digest
+
+
+def engine_key(
+    expert: Expert,
+    *,
+    loaded: LoadedInventory,
+    plan: Plan,
+    checkpoint: CheckpointLike,
+    builder: Builder,
+    calib_sha256: str | None,
+) -> str | None:
+    """The cache key ``build`` would use for ``expert``, or None when it cannot be built.
+
+    Pure given its inputs, so ``plan`` can compare an inventory against its lockfile.
+    """
+    keyed = _keyed(
+        expert,
+        loaded=loaded,
+        plan=plan,
+        checkpoint=checkpoint,
+        builder=builder,
+        calib_sha256=calib_sha256,
+    )
+    return keyed.key if isinstance(keyed, _Keyed) else None
+
+
+def _keyed(
+    expert: Expert,
+    *,
+    loaded: LoadedInventory,
+    plan: Plan,
+    checkpoint: CheckpointLike,
+    builder: Builder,
+    calib_sha256: str | None,
+) -> _Keyed | str:
+    """Recipe and key of one expert, or why there is none (no placement / capability)."""
+    server = next((s for s in plan.servers if s.expert_id == expert.id and s.replica == 0), None)
+    host = loaded.inventory.host(server.host) if server else None
+    capability = host_capability(host) if host else None
+    if server is None or capability is None:
+        return "no placement with a known GPU compute capability; check `expert-deploy plan`"
+    toolchain = loaded.toolchain
+    if builder.kind == "container":
+        builder = Builder("container", toolchain.triton_image)
+    calib = CONTAINER_CALIB_DIR if calib_sha256 is not None else None
+    keyed = recipe(
+        expert, toolchain, BuildPaths(CONTAINER_MODEL_DIR, CONTAINER_OUTPUT_ROOT, calib), capability
+    )
+    inputs = key_inputs(
+        expert=expert,
+        checkpoint=checkpoint,
+        toolchain=toolchain,
+        builder=builder,
+        capability=capability,
+        recipe=keyed,
+        calib_dataset_sha256=calib_sha256,
+    )
+    return _Keyed(keyed, cache_key(inputs), inputs, builder, capability, server.gpus)
 
 
 def _prepare(
@@ -186,7 +296,7 @@ def _prepare(
     settings: Settings,
     options: BuildOptions,
     builder: Builder,
-    calib_sha: str | None,
+    calib_hashes: dict[Path, str],
     engines_root: Path,
 ) -> _Prepared | EngineResult:
     """The job of one expert, or a result saying why there is none."""
@@ -199,65 +309,59 @@ def _prepare(
         return _failed(
             expert, f"no checkpoint for {ref} in checkpoints.json; run expert-deploy fetch"
         )
-    server = next((s for s in plan.servers if s.expert_id == expert.id and s.replica == 0), None)
-    host = loaded.inventory.host(server.host) if server else None
-    capability = host_capability(host) if host else None
-    if server is None or capability is None:
-        return _failed(
-            expert, "no placement with a known GPU compute capability; check `expert-deploy plan`"
-        )
     toolchain = loaded.toolchain
-    if builder.kind == "container":
-        builder = Builder("container", toolchain.triton_image)
-    calib = CONTAINER_CALIB_DIR if options.calib_dataset is not None else None
-    keyed = recipe(
-        expert, toolchain, BuildPaths(CONTAINER_MODEL_DIR, CONTAINER_OUTPUT_ROOT, calib), capability
-    )
-    calib_key = calib_sha if expert.quantization in CALIB_SIZE else None
-    inputs = key_inputs(
-        expert=expert,
+    calib_problems = preflight.check_calibration(expert, toolchain)
+    if calib_problems:
+        return _failed(expert, "; ".join(str(p) for p in calib_problems))
+    try:
+        calib_sha = calib_hash(expert, calib_hashes)
+    except EngineBuildError as error:
+        return _failed(expert, str(error.cause))
+    keyed = _keyed(
+        expert,
+        loaded=loaded,
+        plan=plan,
         checkpoint=checkpoint,
-        toolchain=toolchain,
         builder=builder,
-        capability=capability,
-        recipe=keyed,
-        calib_dataset_sha256=calib_key,
+        calib_sha256=calib_sha,
     )
-    key = cache_key(inputs)
+    if isinstance(keyed, str):
+        return _failed(expert, keyed)
     problems = preflight.check_build(
         expert,
         toolchain,
-        keyed,
-        capability=capability,
+        keyed.recipe,
+        capability=keyed.capability,
         rope_type=_rope_type(expert, checkpoint, settings),
-        gpus_assigned=len(server.gpus),
+        gpus_assigned=len(keyed.gpus),
     )
     if problems:
-        return _failed(expert, "; ".join(str(p) for p in problems), key=key)
-    staging = engines_root / f".tmp-{key}-{uuid.uuid4().hex[:8]}"
-    run_recipe = keyed
-    if builder.kind == "host":
-        host_calib = str(options.calib_dataset) if options.calib_dataset else None
+        return _failed(expert, "; ".join(str(p) for p in problems), key=keyed.key)
+    staging = engines_root / f".tmp-{keyed.key}-{uuid.uuid4().hex[:8]}"
+    run_recipe = keyed.recipe
+    calib_dir = calib_dataset_of(expert)
+    if keyed.builder.kind == "host":
+        host_calib = str(calib_dir) if calib_dir else None
         run_recipe = recipe(
             expert,
             toolchain,
             BuildPaths(str(checkpoint.path), str(staging), host_calib),
-            capability,
+            keyed.capability,
         )
     job = BuildJob(
         expert_id=expert.id,
         deployment=loaded.inventory.name,
-        key=key,
+        key=keyed.key,
         recipe=run_recipe,
-        builder=builder,
+        builder=keyed.builder,
         model_dir=checkpoint.path,
         staging=staging,
-        calib_dir=options.calib_dataset,
-        gpus=server.gpus,
+        calib_dir=calib_dir,
+        gpus=keyed.gpus,
         log_path=settings.workdir / "logs" / f"build-{expert.id}.log",
         memlock_bytes=options.memlock_bytes,
     )
-    return _Prepared(expert, job, engines_root / key, inputs, server.gpus)
+    return _Prepared(expert, job, engines_root / keyed.key, keyed.inputs, keyed.gpus)
 
 
 def _failed(expert: Expert, message: str, key: str | None = None) -> EngineResult:
@@ -296,6 +400,8 @@ def _cached(
         key=prepared.job.key,
         engine_dir=prepared.entry / ENGINE_SUBDIR,
         builder=manifest.builder.kind,
+        engine_sha256=manifest.engine_sha256,
+        image_id=manifest.image_id,
     )
 
 
@@ -353,7 +459,7 @@ def _run_lane(
     for group in lane:
         first = group[0]
         try:
-            seconds = _build_one(first, loaded, options, progress, client)
+            seconds, manifest = _build_one(first, loaded, options, progress, client)
         except ExpertDeployError as error:
             progress.update(first.expert.id, "failed")
             results += [
@@ -371,6 +477,8 @@ def _run_lane(
                     seconds=seconds if index == 0 else 0.0,
                     builder=first.job.builder.kind,
                     message="" if index == 0 else f"same engine as {first.expert.id}",
+                    engine_sha256=manifest.engine_sha256,
+                    image_id=manifest.image_id,
                 )
             )
     return results
@@ -382,7 +490,7 @@ def _build_one(
     options: BuildOptions,
     progress: BuildProgress,
     client: Any,
-) -> float:
+) -> tuple[float, Manifest]:
     """Build into a staging directory, check it, write the manifest, publish it.
 
     Raises:
@@ -396,6 +504,7 @@ def _build_one(
     def on_line(line: str) -> None:
         progress.update(expert.id, line[-120:])
 
+    image_id = None
     try:
         if job.builder.kind == "host":
             step_seconds = run_on_host(job, on_line=on_line, timeout_s=options.step_timeout_s)
@@ -406,6 +515,7 @@ def _build_one(
             step_seconds = run_in_container(
                 job, client, with_gpus=with_gpus, on_line=on_line, timeout_s=options.step_timeout_s
             )
+            image_id = image_identity(client, job.builder.image)
         # The TensorRT-LLM checkpoint is an intermediate (tens of GB for 70B): not cached.
         shutil.rmtree(job.staging / "checkpoint", ignore_errors=True)
         engine_dir = job.staging / ENGINE_SUBDIR
@@ -426,6 +536,7 @@ def _build_one(
             outputs=hash_outputs(job.staging),
             built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             tensorrt_llm_version=version,
+            image_id=image_id,
         )
         write_manifest(job.staging, manifest)
         publish(job.staging, prepared.entry)
@@ -433,7 +544,7 @@ def _build_one(
         shutil.rmtree(job.staging, ignore_errors=True)
         raise
     progress.update(expert.id, "built")
-    return time.monotonic() - started
+    return time.monotonic() - started, manifest
 
 
 def _has_gpus() -> bool:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from expert_deploy.builder.recipes import Capability, Recipe
+from expert_deploy.builder.recipes import CALIB_SIZE, Capability, Recipe
 from expert_deploy.inventory.gpus import FP8_CONTEXT_FMHA_MIN_CAPABILITY, FP8_MIN_CAPABILITY
 from expert_deploy.inventory.models import Expert
 from expert_deploy.inventory.toolchain import Toolchain
@@ -91,6 +91,21 @@ def check_build(
         )
     problems.extend(_world_size(expert, gpus_assigned))
     return problems
+
+
+def check_calibration(expert: Expert, toolchain: Toolchain) -> list[Problem]:
+    """A ``calib_dataset`` the toolchain's quantize.py cannot take (v0.9 has no flag for it)."""
+    if expert.calib_dataset is None or expert.quantization not in CALIB_SIZE:
+        return []
+    if "--calib_dataset" in toolchain.flags.quantize:
+        return []
+    return [
+        Problem(
+            expert.id,
+            f"toolchain {toolchain.name}'s quantize.py has no --calib_dataset option",
+            "remove calib_dataset or use a newer toolchain",
+        )
+    ]
 
 
 def _world_size(expert: Expert, gpus_assigned: int) -> list[Problem]:

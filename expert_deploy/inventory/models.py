@@ -119,6 +119,9 @@ class ExpertSettings(_Frozen):
     #: Identical servers of this expert (the gateway picks the least busy one).
     replicas: int = Field(default=1, ge=1, le=64)
     synthetic: SyntheticSpec = SyntheticSpec()
+    #: Local dataset folder for the FP8/INT4-AWQ calibration (quantize.py ``--calib_dataset``);
+    #: the default (cnn_dailymail) would be downloaded inside the build container.
+    calib_dataset: InventoryPath | None = None
 
 
 class Expert(ExpertSettings):
@@ -218,10 +221,20 @@ class GatewaySpec(_Frozen):
     auth: AuthSpec = AuthSpec()
 
 
+class NginxTlsSpec(_Frozen):
+    """Paths of the PEM certificate (chain) and its key; only the paths reach nginx.conf."""
+
+    certificate: InventoryPath
+    certificate_key: InventoryPath
+
+
 class NginxSpec(_Frozen):
     enabled: bool = True
     listen_port: Port = 8080
+    #: KServe v2 gRPC listener; ``None`` means listen_port + 1.
+    grpc_listen_port: Port | None = None
     strategy: Balancing = "round_robin"
+    tls: NginxTlsSpec | None = None
 
 
 class TritonSpec(_Frozen):

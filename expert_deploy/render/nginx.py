@@ -39,8 +39,29 @@ class NginxTls:
 
 
 def grpc_listen_port(inventory: Inventory) -> int:
-    """NGINX's gRPC port: the HTTP listen port + 1 (the inventory has no field for it yet)."""
-    return inventory.nginx.listen_port + 1
+    """NGINX's gRPC port: ``nginx.grpc_listen_port``, else the HTTP listen port + 1."""
+    spec = inventory.nginx
+    return spec.grpc_listen_port if spec.grpc_listen_port is not None else spec.listen_port + 1
+
+
+def tls_of(inventory: Inventory) -> NginxTls | None:
+    """The inventory's ``nginx.tls`` paths, checked to exist (nginx would refuse to start).
+
+    Raises:
+        RenderError: a certificate or key file is missing.
+    """
+    spec = inventory.nginx.tls
+    if spec is None:
+        return None
+    for name, path in (
+        ("certificate", spec.certificate),
+        ("certificate_key", spec.certificate_key),
+    ):
+        if not path.is_file():
+            raise RenderError(
+                f"nginx.tls.{name} {path} is not a file; fix the path in the inventory"
+            )
+    return NginxTls(spec.certificate, spec.certificate_key)
 
 
 def nginx_context(
@@ -54,12 +75,18 @@ def nginx_context(
     if plan.nginx is None:
         raise RenderError("nginx is disabled in the inventory (nginx.enabled: false)")
     grpc = grpc_listen_port(inventory)
+    if grpc == plan.nginx.listen_port:
+        raise RenderError(
+            f"nginx.grpc_listen_port {grpc} equals nginx.listen_port; choose another port"
+        )
+    # An explicit argument wins (tests, callers with their own certificates).
+    tls = tls if tls is not None else tls_of(inventory)
     taken = {(s.host, p) for s in plan.servers for p in (s.http_port, s.grpc_port, s.metrics_port)}
     taken |= {(g.host, p) for g in plan.gateways for p in (g.http_port, g.grpc_port, g.admin_port)}
     if (plan.nginx.host, grpc) in taken:
         raise RenderError(
-            f"nginx gRPC port {grpc} (nginx.listen_port + 1) is already planned on host "
-            f"{plan.nginx.host}; choose another nginx.listen_port"
+            f"nginx gRPC port {grpc} is already planned on host {plan.nginx.host}; "
+            "set nginx.grpc_listen_port to a free port"
         )
     keepalive = 64
     worker_connections = 2 * DESIGN_STREAMS + 2 * keepalive * len(plan.gateways) + 256
