@@ -32,3 +32,31 @@ def find_tritonserver() -> Path | None:
 def find_nginx() -> Path | None:
     found = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin:/usr/local/sbin")
     return Path(found) if found else None
+
+
+def pytriton_libs_dir(root: Path) -> Path:
+    """Shared libraries the wheel's ``tritonserver`` links against (``nvidia_pytriton.libs``)."""
+    return root.parent.parent / "nvidia_pytriton.libs"
+
+
+def python_backend_files(root: Path, python_version: str) -> dict[str, Path]:
+    """Files of a Python-backend directory for ``python_version`` (``"3.11"``) from the wheel.
+
+    The wheel ships one backend stub per Python version; the stub must match the interpreter
+    whose packages model.py imports, so it is copied from ``python_backend_stubs/<version>``.
+    """
+    backend = root / "backends" / "python"
+    return {
+        "libtriton_python.so": backend / "libtriton_python.so",
+        "triton_python_backend_utils.py": backend / "triton_python_backend_utils.py",
+        "triton_python_backend_stub": root
+        / "python_backend_stubs"
+        / python_version
+        / "triton_python_backend_stub",
+    }
+
+
+def is_wheel_triton(binary: Path) -> bool:
+    """True when ``binary`` is the ``tritonserver`` of the nvidia-pytriton wheel."""
+    root = pytriton_root()
+    return root is not None and binary.resolve() == (root / "bin" / "tritonserver").resolve()

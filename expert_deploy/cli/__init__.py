@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from expert_deploy.cli import build, doctor, fetch, inspect, render, router
+from expert_deploy.cli import bench, build, doctor, fetch, inspect, render, router, runtime
 from expert_deploy.errors import EXIT_USAGE, ExpertDeployError
 
 app = typer.Typer(
@@ -33,13 +33,21 @@ app.command("render")(render.render)
 app.command("fetch")(fetch.fetch)
 app.command("build")(build.build)
 app.add_typer(router.app, name="router")
+app.add_typer(bench.app, name="bench")
+app.command("up")(runtime.up)
+app.command("down")(runtime.down)
+app.command("status")(runtime.status)
+app.command("logs")(runtime.logs)
+app.command("chat")(runtime.chat)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; turn every known error into one line on stderr and an exit code."""
     debug = os.environ.get("EXPERT_DEPLOY_DEBUG", "") not in ("", "0", "false")
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode Click returns a command's ``typer.Exit`` code instead of
+        # raising it; dropping it would turn `status`'s exit 1 into 0.
+        result = app(args=argv, standalone_mode=False)
     except ExpertDeployError as error:
         if debug:
             raise
@@ -57,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         show()
         return int(getattr(error, "exit_code", EXIT_USAGE))
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 def entrypoint() -> None:
