@@ -271,7 +271,8 @@ class DockerLauncher:
         profile = self.profiles.get(component.kind)
         if profile is None:
             raise LaunchError(
-                f"{component.name}: no container image configured for {component.kind}"
+                f"{component.name}: no container image known for {component.kind}; "
+                "run expert-deploy render first"
             )
         options = self.options
         if component.kind == "triton":
@@ -520,6 +521,38 @@ def docker_launcher_for(settings: Settings, loaded: LoadedInventory) -> DockerLa
             tensorrtllm_backend_dir=spec.tensorrtllm_backend_dir,
         ),
     )
+
+
+def docker_launcher(settings: Settings) -> DockerLauncher:
+    """The launcher ``launcher_for("docker", settings)`` builds, from the settings alone.
+
+    ``status``, ``logs`` and ``stop`` need only the daemon and the recorded container ids.
+    ``launch`` takes the deployment name and the toolchain's Triton image from the rendered
+    ``ansible/vars.yaml`` (render always runs before launch) and the ``runtime.docker``
+    defaults; :func:`docker_launcher_for` honours an inventory's own ``runtime.docker`` block.
+    """
+    import yaml
+
+    from expert_deploy.inventory.models import DockerRuntime
+
+    rendered = settings.workdir / "rendered" / "ansible" / "vars.yaml"
+    try:
+        values = yaml.safe_load(rendered.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError):
+        values = {}
+    spec = DockerRuntime()
+    triton_image = values.get("triton_image") if isinstance(values, dict) else None
+    deployment = values.get("deployment") if isinstance(values, dict) else None
+    profiles = (
+        production_profiles(
+            triton_image=str(triton_image),
+            gateway_image=spec.gateway_image,
+            nginx_image=spec.nginx_image,
+        )
+        if triton_image
+        else {}
+    )
+    return DockerLauncher(settings, deployment=str(deployment or ""), profiles=profiles)
 
 
 def triton_command(

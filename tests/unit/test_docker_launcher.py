@@ -279,3 +279,24 @@ def test_unreachable_daemon_says_how_to_start_it(tmp_path: Path) -> None:
         LaunchError, match=r"cannot reach the Docker daemon at unix://.*DOCKER_HOST"
     ):
         open_client(f"unix://{tmp_path / 'no.sock'}", timeout_s=2)
+
+
+def test_launcher_from_settings_reads_the_rendered_deployment(tmp_path: Path) -> None:
+    """What ``launcher_for("docker", settings)`` gets: name and image from the render."""
+    from expert_deploy.runtime.docker_launcher import docker_launcher
+
+    bare = docker_launcher(Settings(workdir=tmp_path / "empty"))
+    _, components = _components("local-synthetic", tmp_path / "empty-plan")
+    with pytest.raises(LaunchError, match="no container image known for gateway; run expert-dep"):
+        bare.create_kwargs(components["gateway/0"])
+
+    from expert_deploy.runtime.launchers import launcher_for
+
+    settings, components = _components("dgx", tmp_path / "work")
+    launcher = launcher_for("docker", settings)
+    assert isinstance(launcher, DockerLauncher)
+    assert launcher.deployment == "dgx"
+    assert launcher.profiles["triton"].image == NGC
+    kwargs = launcher.create_kwargs(components["gateway/3"])
+    assert kwargs["image"] == "expert-deploy/gateway:latest"
+    assert kwargs["name"] == "ed-dgx-gateway-3"
