@@ -29,6 +29,7 @@ import math
 import multiprocessing
 import os
 import random
+import tempfile
 import time
 import traceback
 from collections.abc import Sequence
@@ -142,12 +143,20 @@ class _Job:
 def run_load(spec: LoadSpec, target: Target, workload: Workload, out_dir: Path) -> RunResult:
     """Run one load point with worker processes; returns every request's record.
 
+    Workers write their records under a temporary folder in ``out_dir``, removed afterwards.
+
     Raises:
         BenchError: a worker failed (the message has its traceback's last line).
     """
     workers = spec.worker_count()
-    parts = out_dir / "parts"
-    parts.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".parts-", dir=out_dir) as temp:
+        return _run_workers(spec, target, workload, Path(temp), workers)
+
+
+def _run_workers(
+    spec: LoadSpec, target: Target, workload: Workload, parts: Path, workers: int
+) -> RunResult:
     context = multiprocessing.get_context("spawn")
     ready = context.Queue()
     go = context.Event()
