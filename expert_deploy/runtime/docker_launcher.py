@@ -7,10 +7,10 @@ policy. A Triton container gets exactly its GPUs (a device request by id), the s
 and ulimits NVIDIA documents for TensorRT-LLM, and read-only mounts of everything its model
 repository points at (engine, tokenizer, symlinked model sources).
 
-What runs inside is a :class:`ContainerProfile` per kind (image, entry command, HTTP check),
-so production (the toolchain's NGC image, an NGINX image, a gateway image) and the tests (a
-stand-in image plus read-only mounts of this machine's Triton and Python) share every other
-line. Docker itself is reached through ``expert_deploy/docker_engine.py`` only.
+What runs inside is a ``ContainerProfile`` per kind (``container_spec.py``: image, entry
+command, HTTP check), so production (the toolchain's NGC image, an NGINX image, a gateway
+image) and the tests (a stand-in image plus read-only mounts of this machine's Triton and
+Python) share every other line. Docker itself is reached through ``docker_engine.py`` only.
 
 A container that exits (or that the restart policy restarts) while starting is a
 ``LaunchError`` with its exit code and last log lines; its log is copied to
@@ -21,18 +21,28 @@ running or restarting that the deployment state does not know about.
 from __future__ import annotations
 
 import math
-import os
-import re
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from expert_deploy import docker_engine
 from expert_deploy.errors import LaunchError
 from expert_deploy.render.trtllm import BACKEND_MOUNT
 from expert_deploy.runtime.components import Component, ComponentKind
+from expert_deploy.runtime.container_spec import (
+    ContainerProfile,
+    DockerOptions,
+    Mount,
+    deduplicated,
+    health_url,
+    links_into,
+    production_profiles,
+    referenced_paths,
+    triton_command,
+)
 from expert_deploy.runtime.gateway_auth import gateway_config_path, read_gateway_auth
 from expert_deploy.runtime.launcher import ComponentStatus, Handle
 from expert_deploy.runtime.readiness import wait_until_ready
@@ -45,59 +55,6 @@ LABEL_PREFIX = "expert-deploy."
 #: Serving containers carry ``role=serve``; engine builds (builder/) carry ``engine-build``.
 ROLE = "serve"
 TAIL_LINES = 20
-#: What the gateway image runs for its health check: no curl in a slim Python image.
-PYTHON_HTTP_CHECK = (
-    "python3",
-    "-c",
-    "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=5)",
-)
-CURL_HTTP_CHECK = ("curl", "-fsS", "-o", "/dev/null")
-_PATH_VALUE = re.compile(r'string_value:\s*"(/[^"]*)"')
-
-
-@dataclass(frozen=True)
-class ContainerProfile:
-    """How one kind of component runs in a container.
-
-    ``command`` is the executable (plus fixed leading arguments) the launcher appends the
-    component's own arguments to; ``http_check`` is an argv that exits 0 when the URL appended
-    to it answers (the container's health check).
-    """
-
-    image: str
-    command: tuple[str, ...]
-    http_check: tuple[str, ...] = CURL_HTTP_CHECK
-    #: Plain (non-secret) variables, e.g. LD_LIBRARY_PATH for a Triton from a wheel.
-    environment: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A bind mount: ``source`` on the host at ``target`` in the container."""
-
-    source: Path
-    target: str
-    read_only: bool = True
-
-
-@dataclass(frozen=True)
-class DockerOptions:
-    """Container settings shared by every component (the inventory's ``runtime.docker``)."""
-
-    #: The TensorRT-LLM backend docs run with 2 GiB /dev/shm (the Python backend needs it too).
-    shm_size: str = "2g"
-    #: Unlimited locked memory and a 64 MiB stack, as NVIDIA documents for TensorRT-LLM.
-    memlock_bytes: int = -1
-    stack_bytes: int = 67_108_864
-    restart_policy: str = "unless-stopped"
-    health_interval_s: float = 10.0
-    health_timeout_s: float = 5.0
-    health_retries: int = 3
-    #: tritonserver's own grace for in-flight requests on SIGTERM (``--exit-timeout-secs``).
-    triton_exit_timeout_s: int = 10
-    #: A tensorrtllm_backend checkout of the toolchain's tag: the NGC images ship only the
-    #: backend libraries, and TensorRT-LLM repositories link their tokenizer models into it.
-    tensorrtllm_backend_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -141,6 +98,8 @@ class DockerLauncher:
         self.base_url = settings.docker_host
         self.extra_mounts = tuple(extra_mounts)
         self._client: Any = None
+        # apply.py stops a start-order group from a thread pool: one client, made once.
+        self._client_lock = threading.Lock()
 
     # -- the Launcher protocol ------------------------------------------------------------
 
@@ -257,9 +216,11 @@ class DockerLauncher:
         return self.workdir / "logs" / f"{component.slug}.log"
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        """Close the Docker client (a later call opens a new one)."""
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def create_kwargs(self, component: Component) -> dict[str, Any]:
         """The exact ``containers.create`` arguments for ``component`` (no daemon needed).
@@ -309,10 +270,10 @@ class DockerLauncher:
             "environment": environment,
             "mounts": [
                 docker_engine.bind_mount(m.source, m.target, read_only=m.read_only)
-                for m in _deduplicated([*mounts, *self.extra_mounts])
+                for m in deduplicated([*mounts, *self.extra_mounts])
             ],
             "healthcheck": docker_engine.healthcheck(
-                [*profile.http_check, _health_url(component)],
+                [*profile.http_check, health_url(component)],
                 interval_s=options.health_interval_s,
                 timeout_s=options.health_timeout_s,
                 start_period_s=component.startup_budget_s,
@@ -338,8 +299,8 @@ class DockerLauncher:
     ) -> tuple[list[str], list[Mount]]:
         repository = component.config_path.resolve()
         mounts = [Mount(repository, str(repository))]
-        mounts += _referenced_paths(repository)
-        if _links_into(repository, BACKEND_MOUNT):
+        mounts += referenced_paths(repository)
+        if links_into(repository, BACKEND_MOUNT):
             backend = self.options.tensorrtllm_backend_dir
             if backend is None:
                 raise LaunchError(
@@ -414,9 +375,10 @@ class DockerLauncher:
         return read_gateway_auth(config).api_key(self.settings)
 
     def _docker(self) -> Any:
-        if self._client is None:
-            self._client = docker_engine.open_client(self.base_url)
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = docker_engine.open_client(self.base_url)
+            return self._client
 
     def _remove_stale(self, component: Component, name: str) -> None:
         """Remove a leftover container of this component (an interrupted ``up``), refuse others."""
@@ -490,18 +452,6 @@ class DockerLauncher:
         return ""
 
 
-def production_profiles(
-    *, triton_image: str, gateway_image: str, nginx_image: str
-) -> dict[ComponentKind, ContainerProfile]:
-    """What runs in production: the toolchain's NGC image (tritonserver and curl on PATH), a
-    gateway image with expert-deploy[router], the NGINX image."""
-    return {
-        "triton": ContainerProfile(triton_image, ("tritonserver",)),
-        "gateway": ContainerProfile(gateway_image, ("python3",), PYTHON_HTTP_CHECK),
-        "nginx": ContainerProfile(nginx_image, ("nginx",)),
-    }
-
-
 def docker_launcher_for(settings: Settings, loaded: LoadedInventory) -> DockerLauncher:
     """The launcher an inventory with ``runtime: docker`` asks for (its ``runtime.docker``)."""
     spec = loaded.inventory.runtime.docker
@@ -553,113 +503,3 @@ def docker_launcher(settings: Settings) -> DockerLauncher:
         else {}
     )
     return DockerLauncher(settings, deployment=str(deployment or ""), profiles=profiles)
-
-
-def triton_command(
-    component: Component, command: Sequence[str], options: DockerOptions, deployment: str
-) -> list[str]:
-    """tritonserver's argv for ``component``: one process, or ``mpirun`` for a TP group.
-
-    A TensorRT-LLM engine over several GPUs runs one rank per GPU; ranks other than 0 load
-    only the ``tensorrt_llm`` model and never reach their ports (launch_triton_server.py).
-    """
-    repository = component.config_path.resolve()
-    address = component.address
-    ports = component.ports
-
-    def server(rank: int) -> list[str]:
-        argv = [
-            *command,
-            f"--model-repository={repository}",
-            f"--http-address={address}",
-            f"--http-port={ports['http']}",
-            f"--grpc-address={address}",
-            f"--grpc-port={ports['grpc']}",
-            f"--metrics-address={address}",
-            f"--metrics-port={ports['metrics']}",
-            f"--exit-timeout-secs={options.triton_exit_timeout_s}",
-            # Unique per server: two servers on one host must not share Python-backend shm.
-            f"--backend-config=python,shm-region-prefix-name=ed_{deployment}_{component.slug}_{rank}_",
-        ]
-        if rank:
-            argv += ["--model-control-mode=explicit", "--load-model=tensorrt_llm"]
-        return argv
-
-    ranks = len(component.gpus)
-    if ranks <= 1 or not (repository / "tensorrt_llm").is_dir():
-        return server(0)
-    argv = ["mpirun", "--allow-run-as-root"]
-    for rank in range(ranks):
-        argv += ["-n", "1", *server(rank)]
-        if rank < ranks - 1:
-            argv.append(":")
-    return argv
-
-
-def _health_url(component: Component) -> str:
-    address = "127.0.0.1" if component.address in ("0.0.0.0", "") else component.address  # noqa: S104
-    if component.kind == "triton":
-        return f"http://{address}:{component.ports['http']}/v2/health/ready"
-    port = component.ports["http"] if component.kind == "gateway" else component.ports["listen"]
-    return f"http://{address}:{port}/healthz"
-
-
-def _referenced_paths(repository: Path) -> list[Mount]:
-    """Read-only mounts for what the repository points at on the host.
-
-    Absolute paths in ``config.pbtxt`` parameters (engine, tokenizer, checkpoint folders) and
-    absolute symlink targets that exist here. A Hugging Face snapshot's files are links into
-    ``../../blobs``, so a snapshot folder brings its whole model folder. Paths that do not
-    exist on the host (the backend mount, paths inside the image) are left to the image.
-    """
-    found: list[Path] = []
-    for config in sorted(repository.rglob("config.pbtxt")):
-        for value in _PATH_VALUE.findall(config.read_text(encoding="utf-8", errors="replace")):
-            found.append(Path(value))
-    for dirpath, dirnames, filenames in os.walk(repository):
-        for name in [*dirnames, *filenames]:
-            path = Path(dirpath) / name
-            if path.is_symlink():
-                target = path.readlink()
-                if target.is_absolute():
-                    found.append(target)
-    mounts = []
-    for path in found:
-        if PurePosixPath(path).is_relative_to(BACKEND_MOUNT) or not path.exists():
-            continue
-        shown = path.parent.parent if path.parent.name == "snapshots" else path
-        # The target path is kept (links name it); the source is what it resolves to here.
-        mounts.append(Mount(shown.resolve(), str(shown)))
-    return mounts
-
-
-def _links_into(repository: Path, prefix: PurePosixPath) -> bool:
-    for dirpath, _, filenames in os.walk(repository):
-        for name in filenames:
-            path = Path(dirpath) / name
-            if path.is_symlink() and PurePosixPath(path.readlink()).is_relative_to(prefix):
-                return True
-    return False
-
-
-def _deduplicated(mounts: Sequence[Mount]) -> list[Mount]:
-    """One mount per target; a target inside another read-only mount of the same source tree
-    is dropped (the outer mount already shows it)."""
-    result: dict[str, Mount] = {}
-    for mount in mounts:
-        result.setdefault(mount.target, mount)
-    kept = []
-    for mount in result.values():
-        covered = any(
-            other is not mount
-            and other.read_only
-            and mount.read_only
-            and Path(mount.target).is_relative_to(other.target)
-            and Path(mount.source).is_relative_to(other.source)
-            and Path(mount.target).relative_to(other.target)
-            == Path(mount.source).relative_to(other.source)
-            for other in result.values()
-        )
-        if not covered:
-            kept.append(mount)
-    return sorted(kept, key=lambda m: m.target)

@@ -17,14 +17,13 @@ from expert_deploy.errors import LaunchError
 from expert_deploy.inventory import load_inventory
 from expert_deploy.render import render_deployment
 from expert_deploy.runtime.components import Component, components_for
-from expert_deploy.runtime.docker_launcher import (
+from expert_deploy.runtime.container_spec import (
     PYTHON_HTTP_CHECK,
-    DockerLauncher,
     DockerOptions,
     Mount,
-    docker_launcher_for,
     production_profiles,
 )
+from expert_deploy.runtime.docker_launcher import DockerLauncher, docker_launcher_for
 from expert_deploy.settings import Settings
 from tests.unit.render_support import REPO, load
 
