@@ -55,6 +55,12 @@ def open_client(base_url: str | None, *, timeout_s: float = 60.0) -> Any:
     where = base_url or _DEFAULT_HOST
     client = None
     reason = ""
+    socket = Path(where.removeprefix("unix://")) if where.startswith("unix://") else None
+    if socket is not None and not socket.exists():
+        raise LaunchError(
+            f"cannot reach the Docker daemon: no socket at {socket}; start it (systemctl start "
+            "docker, or dockerd as root) or set DOCKER_HOST to the daemon's socket"
+        )
     try:
         client = docker.DockerClient(base_url=where, version=API_VERSION, timeout=int(timeout_s))
         client.ping()

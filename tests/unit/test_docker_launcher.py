@@ -6,6 +6,7 @@ tier (tests/integration/test_runtime_docker.py) runs the same specs on a real do
 
 from __future__ import annotations
 
+import socket
 from dataclasses import replace
 from pathlib import Path
 
@@ -275,9 +276,18 @@ def test_inventory_docker_block_reaches_the_launcher(tmp_path: Path) -> None:
 
 def test_unreachable_daemon_says_how_to_start_it(tmp_path: Path) -> None:
     with pytest.raises(
-        LaunchError, match=r"cannot reach the Docker daemon at unix://.*DOCKER_HOST"
+        LaunchError, match=r"cannot reach the Docker daemon: no socket at .*no.sock; start it"
     ):
         open_client(f"unix://{tmp_path / 'no.sock'}", timeout_s=2)
+    # A socket file nobody listens on (a dockerd that died): refused, same advice.
+    dead = tmp_path / "dead.sock"
+    with socket.socket(socket.AF_UNIX) as bound:
+        bound.bind(str(dead))
+        with pytest.raises(
+            LaunchError,
+            match=r"cannot reach the Docker daemon at unix://.*dead.sock \(.*DOCKER_HOST",
+        ):
+            open_client(f"unix://{dead}", timeout_s=2)
 
 
 def test_launcher_from_settings_reads_the_rendered_deployment(tmp_path: Path) -> None:
