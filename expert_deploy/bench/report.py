@@ -77,8 +77,8 @@ def build_summary(
         "target": result.target.label,
         "protocol": result.target.protocol,
         "load": {
-            "mode": "closed loop" if spec.mode == "closed" else "open loop (Poisson)",
             **asdict(spec),
+            "mode": "closed loop" if spec.mode == "closed" else "open loop (Poisson)",
             "processes": len(result.workers),
             "peak_inflight": sum(w.peak_inflight for w in result.workers),
             "configured_concurrency": spec.users if spec.mode == "closed" else None,
