@@ -125,6 +125,15 @@ def find_container(client: Any, ref: str) -> Any | None:
             return None
 
 
+def find_image(client: Any, ref: str) -> Any | None:
+    """The local image ``ref`` (tag or id), or None when Docker does not know it or will not say."""
+    docker = sdk()
+    try:
+        return client.images.get(ref)
+    except docker.errors.DockerException:
+        return None
+
+
 @contextlib.contextmanager
 def ignoring_errors() -> Iterator[None]:
     """For clean-up paths: a container that is already gone or refuses is not worth an error."""

@@ -93,11 +93,8 @@ def image_identity(client: Any, image: str) -> str | None:
     The tag alone can move; the lockfile records this so a later build can tell whether it
     runs the same toolchain image. None when Docker does not know the image.
     """
-    import docker
-
-    try:
-        found = client.images.get(image)
-    except docker.errors.DockerException:
+    found = docker_engine.find_image(client, image)
+    if found is None:
         return None
     digests = found.attrs.get("RepoDigests") or []
     return str(digests[0]) if digests else str(found.id)
