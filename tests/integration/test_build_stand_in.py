@@ -110,7 +110,12 @@ def test_stand_in_container_build_records_the_builders_argv_then_hits_the_cache(
         assert result.engine_dir is not None
         entry = result.engine_dir.parent
         manifest = json.loads((entry / "manifest.json").read_text())
-        assert manifest["builder"] == {"kind": "stand-in", "image": "expert-deploy/stand-in:test"}
+        builder = manifest["builder"]
+        assert (builder["kind"], builder["image"]) == ("stand-in", "expert-deploy/stand-in:test")
+        # An imported image has no registry digest: its local id identifies it.
+        assert builder["image_id"].startswith("sha256:")
+        assert result.image_id == builder["image_id"]
+        assert result.engine_sha256 and result.engine_sha256.startswith("sha256:")
         assert manifest["stand_in"] is True
         # What the stand-in trtllm-build received is exactly what the builder emitted.
         recorded = (result.engine_dir / "argv.txt").read_text().splitlines()
