@@ -5,8 +5,10 @@ Served RPCs: ``ServerLive``, ``ServerReady``, ``ModelReady``, ``ServerMetadata``
 one response per relayed chunk). Every other RPC answers ``UNIMPLEMENTED``.
 
 The model name is the routed name (the prompt is classified) or an expert id (pinned). Inputs
-use the configured ensemble tensor names (``text_input``, ``max_tokens``, ``stream``, ...);
-the output is ``text_output`` (BYTES, shape ``[1, 1]``).
+use the configured ensemble tensor names (``text_input``, ``max_tokens``, ``stream``, ...) and
+are decoded and checked by :mod:`router_service.grpc_inputs`; the output is ``text_output``
+(BYTES, shape ``[1, 1]``). Each request (not each stream) writes one access-log line with the
+same fields as the HTTP front end (:mod:`router_service.access_log`), status as a gRPC code name.
 
 Errors: a :class:`GatewayError` raised before the first response ends the RPC with a gRPC status
 (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE,
@@ -24,15 +26,16 @@ import contextlib
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
+from router_service.access_log import AccessRecord, done_fields
 from router_service.auth import require_api_key
 from router_service.config import GatewayConfig
-from router_service.dispatch import Dispatcher, GenerateRequest, Generation, SamplingParams
+from router_service.dispatch import Dispatcher, GenerateRequest, Generation
 from router_service.errors import (
     AuthenticationError,
     BadRequestError,
@@ -43,20 +46,13 @@ from router_service.errors import (
     UpstreamError,
     UpstreamTimeoutError,
 )
+from router_service.grpc_inputs import decode_inputs
 from router_service.settings import Secrets
 
 __all__ = ["GrpcFrontEnd", "start_grpc_server", "status_code"]
 
 _LENGTH = struct.Struct("<I")
-_SCALARS: dict[str, tuple[str, Callable[[Any], Any]]] = {
-    "INT32": ("<i", int),
-    "INT64": ("<q", int),
-    "UINT32": ("<I", int),
-    "UINT64": ("<Q", int),
-    "FP32": ("<f", float),
-    "FP64": ("<d", float),
-    "BOOL": ("<?", bool),
-}
+_SERVICE_PATH = "/inference.GRPCInferenceService/"
 _STATUS: tuple[tuple[type[GatewayError], grpc.StatusCode], ...] = (
     (BadRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (AuthenticationError, grpc.StatusCode.UNAUTHENTICATED),
@@ -76,68 +72,8 @@ def status_code(error: GatewayError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
-def _split_bytes(raw: bytes) -> list[bytes]:
-    parts: list[bytes] = []
-    offset = 0
-    while offset + 4 <= len(raw):
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        offset += 4
-        parts.append(raw[offset : offset + length])
-        offset += length
-    return parts
-
-
 def _bytes_tensor(values: list[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(v)) + v for v in values)
-
-
-class _Inputs:
-    """The input tensors of one ModelInferRequest, decoded by name (raw or typed contents)."""
-
-    def __init__(self, request: service_pb2.ModelInferRequest) -> None:
-        self._tensors: dict[str, tuple[str, bytes | None, Any]] = {}
-        use_raw = len(request.raw_input_contents) > 0
-        for index, tensor in enumerate(request.inputs):
-            raw = request.raw_input_contents[index] if use_raw else None
-            if use_raw and index >= len(request.raw_input_contents):
-                raise BadRequestError(f"input '{tensor.name}' has no raw contents")
-            self._tensors[tensor.name] = (tensor.datatype, raw, tensor.contents)
-
-    def strings(self, name: str) -> list[str] | None:
-        found = self._tensors.get(name)
-        if found is None:
-            return None
-        datatype, raw, contents = found
-        if datatype != "BYTES":
-            raise BadRequestError(f"input '{name}' must be BYTES, got {datatype}", param=name)
-        values = _split_bytes(raw) if raw is not None else list(contents.bytes_contents)
-        try:
-            return [v.decode("utf-8") for v in values]
-        except UnicodeDecodeError as exc:
-            raise BadRequestError(f"input '{name}' is not UTF-8", param=name) from exc
-
-    def scalar(self, name: str) -> Any:
-        found = self._tensors.get(name)
-        if found is None:
-            return None
-        datatype, raw, contents = found
-        spec = _SCALARS.get(datatype)
-        if spec is None:
-            raise BadRequestError(f"input '{name}' has unsupported type {datatype}", param=name)
-        fmt, cast = spec
-        if raw is not None:
-            if len(raw) < struct.calcsize(fmt):
-                raise BadRequestError(f"input '{name}' is empty", param=name)
-            return cast(struct.unpack_from(fmt, raw)[0])
-        for field in ("int_contents", "int64_contents", "uint_contents", "uint64_contents"):
-            values = getattr(contents, field)
-            if values:
-                return cast(values[0])
-        for field in ("fp32_contents", "fp64_contents", "bool_contents"):
-            values = getattr(contents, field)
-            if values:
-                return cast(values[0])
-        raise BadRequestError(f"input '{name}' is empty", param=name)
 
 
 class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
@@ -151,15 +87,19 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
 
     # -- helpers -------------------------------------------------------------------------------
 
-    async def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    def _check_key(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        """Raise AuthenticationError unless the ``authorization`` metadata holds a valid key."""
         if not self.secrets.api_keys:
             return
         authorization = None
         for key, value in context.invocation_metadata() or ():
             if key == "authorization":
                 authorization = value if isinstance(value, str) else value.decode("utf-8")
+        require_api_key(authorization, self.secrets.api_keys)
+
+    async def _authorize(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         try:
-            require_api_key(authorization, self.secrets.api_keys)
+            self._check_key(context)
         except AuthenticationError as error:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, error.message)
 
@@ -174,45 +114,35 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         raise NotFoundError(f"The model '{model}' does not exist.", code="model_not_found")
 
     def _to_generate_request(
-        self, request: service_pb2.ModelInferRequest, received_at: float
+        self, request: service_pb2.ModelInferRequest, request_id: str, received_at: float
     ) -> GenerateRequest:
         expert_id = self._expert_for(request.model_name)
-        names = self.config.tensors
-        limits = self.config.limits
-        inputs = _Inputs(request)
-        texts = inputs.strings(names.text_input)
-        if not texts:
-            raise BadRequestError(f"input '{names.text_input}' is required", param="text_input")
-        prompt = texts[0]
-        if len(prompt) > limits.max_prompt_chars:
-            raise BadRequestError(
-                f"the prompt has {len(prompt)} characters; at most {limits.max_prompt_chars}",
-                param=names.text_input,
-            )
-        max_tokens = inputs.scalar(names.max_tokens)
-        if max_tokens is None:
-            max_tokens = min(limits.default_max_tokens, limits.max_tokens_cap)
-        if not 1 <= max_tokens <= limits.max_tokens_cap:
-            raise BadRequestError(
-                f"max_tokens is {max_tokens}; allowed 1..{limits.max_tokens_cap}",
-                param=names.max_tokens,
-            )
-        params = SamplingParams(
-            max_tokens=max_tokens,
-            temperature=inputs.scalar(names.temperature),
-            top_p=inputs.scalar(names.top_p),
-            top_k=inputs.scalar(names.top_k),
-            seed=inputs.scalar(names.seed),
-            end_id=inputs.scalar(names.end_id),
-            stop=tuple(inputs.strings(names.stop_words) or ()),
-        )
+        decoded = decode_inputs(request, names=self.config.tensors, limits=self.config.limits)
         return GenerateRequest(
-            prompt=prompt,
-            params=params,
+            prompt=decoded.prompt,
+            params=decoded.params,
             expert_id=expert_id,
-            request_id=request.id or uuid.uuid4().hex,
+            request_id=request_id,
             received_at=received_at,
         )
+
+    def _access(
+        self, request: service_pb2.ModelInferRequest, rpc: str, received_at: float
+    ) -> AccessRecord:
+        access = AccessRecord(
+            request.id or uuid.uuid4().hex, _SERVICE_PATH + rpc, received_at, protocol="grpc"
+        )
+        access.fields["model"] = request.model_name
+        return access
+
+    async def _open(
+        self, request: service_pb2.ModelInferRequest, access: AccessRecord
+    ) -> Generation:
+        generate = self._to_generate_request(request, access.request_id, access.received_at)
+        access.fields["prompt_chars"] = len(generate.prompt)
+        if self.config.log_prompts:
+            access.fields["prompt"] = generate.prompt
+        return await self.dispatcher.open(generate)
 
     def _response(
         self, request: service_pb2.ModelInferRequest, text: str | None, *, is_final: bool = False
@@ -288,17 +218,15 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
 
     # -- inference -----------------------------------------------------------------------------
 
-    async def _open(self, request: service_pb2.ModelInferRequest, received_at: float) -> Generation:
-        return await self.dispatcher.open(self._to_generate_request(request, received_at))
-
     async def ModelInfer(  # noqa: N802
         self, request: service_pb2.ModelInferRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> service_pb2.ModelInferResponse:
-        received_at = time.perf_counter()
-        await self._authorize(context)
+        access = self._access(request, "ModelInfer", time.perf_counter())
         texts: list[str] = []
+        generation: Generation | None = None
         try:
-            generation = await self._open(request, received_at)
+            self._check_key(context)
+            generation = await self._open(request, access)
             generation.mark_first_delivery()
             try:
                 async for chunk in generation:
@@ -306,7 +234,16 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
             finally:
                 await generation.aclose()
         except GatewayError as error:
-            await context.abort(status_code(error), error.message)
+            code = status_code(error)
+            routed = done_fields(generation) if generation is not None else {}
+            access.emit(code.name, error=error.code or error.error_type, **routed)
+            await context.abort(code, error.message)
+        except asyncio.CancelledError:
+            routed = done_fields(generation) if generation is not None else {}
+            access.emit(grpc.StatusCode.CANCELLED.name, **routed)
+            raise
+        assert generation is not None
+        access.emit(grpc.StatusCode.OK.name, **done_fields(generation))
         return self._response(request, "".join(texts))
 
     async def ModelStreamInfer(  # noqa: N802
@@ -314,28 +251,44 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         request_iterator: AsyncIterator[service_pb2.ModelInferRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
-        await self._authorize(context)
+        try:
+            self._check_key(context)
+        except AuthenticationError as error:
+            rpc = _SERVICE_PATH + "ModelStreamInfer"
+            access = AccessRecord("", rpc, time.perf_counter(), protocol="grpc")
+            access.emit(grpc.StatusCode.UNAUTHENTICATED.name, error=error.code or error.error_type)
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, error.message)
         out: asyncio.Queue[service_pb2.ModelStreamInferResponse | GatewayError | None] = (
             asyncio.Queue()
         )
         tasks: set[asyncio.Task[None]] = set()
         written = False
 
+        def error_response(
+            request: service_pb2.ModelInferRequest, error: GatewayError
+        ) -> service_pb2.ModelStreamInferResponse:
+            # The final, empty response carries the request's id, so a client that shares the
+            # stream between requests knows which one failed.
+            return service_pb2.ModelStreamInferResponse(
+                error_message=error.message,
+                infer_response=self._response(request, None, is_final=True),
+            )
+
         async def run(request: service_pb2.ModelInferRequest, received_at: float) -> None:
+            access = self._access(request, "ModelStreamInfer", received_at)
             try:
-                generation = await self._open(request, received_at)
+                generation = await self._open(request, access)
             except GatewayError as error:
                 # Before any response on the stream and alone on it: a real status code.
-                if not written and len(tasks) == 1 and reader_done.is_set():
-                    await out.put(error)
-                else:
-                    await out.put(
-                        service_pb2.ModelStreamInferResponse(
-                            error_message=error.message,
-                            infer_response=self._response(request, None, is_final=True),
-                        )
-                    )
+                is_alone = not written and len(tasks) == 1 and reader_done.is_set()
+                access.emit(
+                    status_code(error).name,
+                    error=error.code or error.error_type,
+                    in_stream=not is_alone,
+                )
+                await out.put(error if is_alone else error_response(request, error))
                 return
+            failure: GatewayError | None = None
             is_first = True
             try:
                 async for chunk in generation:
@@ -355,9 +308,21 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
                         )
                     )
             except GatewayError as error:
-                await out.put(service_pb2.ModelStreamInferResponse(error_message=error.message))
+                failure = error
+                await out.put(error_response(request, error))
             finally:
                 await generation.aclose()
+                if failure is not None:
+                    access.emit(
+                        status_code(failure).name,
+                        error=failure.code or failure.error_type,
+                        in_stream=True,
+                        **done_fields(generation),
+                    )
+                else:
+                    is_ok = generation.outcome == "ok"
+                    status = grpc.StatusCode.OK if is_ok else grpc.StatusCode.CANCELLED
+                    access.emit(status.name, **done_fields(generation))
 
         reader_done = asyncio.Event()
 

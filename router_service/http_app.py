@@ -10,18 +10,16 @@ One JSON log line is written per request, without prompt text unless ``log_promp
 from __future__ import annotations
 
 import json
-import logging
 import time
 import uuid
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from router_service.access_log import AccessRecord, done_fields
 from router_service.auth import require_api_key
 from router_service.config import GatewayConfig
 from router_service.dispatch import Dispatcher, GenerateRequest, Generation
@@ -40,7 +38,6 @@ from router_service.sse import SSEResponse
 
 __all__ = ["HttpFrontEnd", "build_http_app", "error_response"]
 
-LOGGER = logging.getLogger("router_service.access")
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -50,28 +47,6 @@ def error_response(error: GatewayError) -> JSONResponse:
     if error.retry_after_s is not None:
         headers["retry-after"] = str(error.retry_after_s)
     return JSONResponse(error.to_body(), status_code=error.http_status, headers=headers)
-
-
-@dataclass
-class _AccessRecord:
-    """Fields of the one log line per request."""
-
-    request_id: str
-    path: str
-    received_at: float
-    fields: dict[str, Any] = field(default_factory=dict)
-
-    def emit(self, status: int, **extra: Any) -> None:
-        record = {
-            "event": "request",
-            "request_id": self.request_id,
-            "path": self.path,
-            "status": status,
-            "duration_ms": round((time.perf_counter() - self.received_at) * 1000, 3),
-            **self.fields,
-            **extra,
-        }
-        LOGGER.info(json.dumps(record, separators=(",", ":")))
 
 
 class HttpFrontEnd:
@@ -128,7 +103,7 @@ class HttpFrontEnd:
     async def _generate(self, request: Request, *, kind: str) -> Response:
         received_at = time.perf_counter()
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        access = _AccessRecord(request_id, request.url.path, received_at)
+        access = AccessRecord(request_id, request.url.path, received_at, protocol="http")
         try:
             require_api_key(request.headers.get("authorization"), self.secrets.api_keys)
             raw = await self._read_body(request)
@@ -146,9 +121,6 @@ class HttpFrontEnd:
         except GatewayError as error:
             access.emit(error.http_status, error=error.code or error.error_type)
             return error_response(error)
-        access.fields.update(
-            expert=generation.expert_id, cluster=generation.cluster, fallback=generation.is_fallback
-        )
         created = int(time.time())
         prefix = "cmpl-" if kind == "completion" else "chatcmpl-"
         response_id = prefix + request_id
@@ -178,7 +150,7 @@ class HttpFrontEnd:
         parsed: ParsedRequest,
         response_id: str,
         created: int,
-        access: _AccessRecord,
+        access: AccessRecord,
     ) -> Response:
         overhead_s = generation.mark_first_delivery()
         texts: list[str] = []
@@ -186,7 +158,7 @@ class HttpFrontEnd:
             async for chunk in generation:
                 texts.append(chunk.text)
         except GatewayError as error:
-            access.emit(error.http_status, error=error.code, completion_tokens=len(texts))
+            access.emit(error.http_status, error=error.code, **done_fields(generation))
             return error_response(error)
         finally:
             await generation.aclose()
@@ -200,17 +172,8 @@ class HttpFrontEnd:
             finish_reason=generation.finish_reason,
             usage=usage,
         )
-        access.emit(200, **self._done_fields(generation))
+        access.emit(200, **done_fields(generation))
         return JSONResponse(body, headers=self._routing_headers(generation, overhead_s))
-
-    @staticmethod
-    def _done_fields(generation: Generation) -> dict[str, Any]:
-        return {
-            "completion_tokens": generation.completion_tokens,
-            "overhead_ms": round(generation.gateway_overhead_s * 1000, 3),
-            "upstream_ttft_ms": round(generation.upstream_ttft_s * 1000, 3),
-            "outcome": generation.outcome,
-        }
 
     async def _events(
         self,
@@ -218,7 +181,7 @@ class HttpFrontEnd:
         parsed: ParsedRequest,
         response_id: str,
         created: int,
-        access: _AccessRecord,
+        access: AccessRecord,
     ) -> AsyncGenerator[bytes, None]:
         def event(
             text: str | None,
@@ -254,10 +217,11 @@ class HttpFrontEnd:
             yield _DONE
         except GatewayError as error:
             # Status 200 is already on the wire: end the stream with an explicit error event.
+            access.fields["error"] = error.code
             yield b"data: " + json.dumps(error.to_body()).encode("utf-8") + b"\n\n"
         finally:
             await generation.aclose()
-            access.emit(200, **self._done_fields(generation))
+            access.emit(200, **done_fields(generation))
 
     async def models(self, request: Request) -> Response:
         try:

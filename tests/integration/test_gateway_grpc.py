@@ -12,6 +12,7 @@ from tritonclient.utils import InferenceServerException
 
 from tests.integration.conftest import Fleet, GatewayFactory, Router
 from tests.support.ports import free_port
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -113,3 +114,34 @@ def test_api_key_required_in_metadata(
         )
     finally:
         client.close()
+
+
+def test_grpc_requests_write_the_access_log_line(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    port = free_port()
+    gateway = start_gateway(fleet.table(), grpc_port=port)
+    streamed = _stream_texts(f"127.0.0.1:{port}", "expert-router", router.prompt_for_cluster[2], 3)
+    assert streamed == [f" e2a-{i}" for i in range(3)]
+    client = grpcclient.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        client.infer("e1", _inputs(router.prompt_for_cluster[1], 2), request_id="unary-1")
+        with pytest.raises(InferenceServerException):
+            client.infer("expert-router", _inputs("x", 0), request_id="bad-1")
+    finally:
+        client.close()
+
+    assert wait_until(
+        lambda: len([r for r in gateway.log_records() if r.get("protocol") == "grpc"]) == 3,
+        timeout_s=10.0,
+    ), gateway.log_text()
+    lines = [r for r in gateway.log_records() if r.get("protocol") == "grpc"]
+    stream_line, unary, bad = lines
+    assert stream_line["path"] == "/inference.GRPCInferenceService/ModelStreamInfer"
+    assert (stream_line["status"], stream_line["expert"], stream_line["cluster"]) == ("OK", "e2", 2)
+    assert stream_line["completion_tokens"] == 3 and stream_line["fallback"] is False
+    assert stream_line["ttft_ms"] > 0 and stream_line["upstream_ttft_ms"] > 0
+    assert "prompt" not in stream_line
+    assert (unary["request_id"], unary["status"], unary["expert"]) == ("unary-1", "OK", "e1")
+    assert unary["cluster"] is None and unary["completion_tokens"] == 2
+    assert (bad["request_id"], bad["status"]) == ("bad-1", "INVALID_ARGUMENT")
