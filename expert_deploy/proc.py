@@ -254,3 +254,29 @@ def tail_lines(path: Path, count: int) -> str:
         return ""
     lines = data.decode(errors="replace").splitlines()
     return "\n".join(lines[-count:]) if count > 0 else ""
+
+
+def leaders_with_env(name: str, value: str, *, prefix: bool = False) -> list[ProcessIdentity]:
+    """Live session leaders whose environment has ``name=value`` (``value…`` with ``prefix``).
+
+    A server's environment carries a marker naming its work dir and component, set when it
+    was spawned; this finds one that was started but never recorded (its CLI was killed
+    between the spawn and the state write), so it can be stopped instead of left running.
+    """
+    wanted = f"{name}={value}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        pid = int(entry.name)
+        fields = _stat_fields(pid)
+        if not fields or fields[0] in ("Z", "X") or int(fields[2]) != pid:
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        entries = environ.split(b"\0")
+        if any(e.startswith(wanted) if prefix else e == wanted for e in entries):
+            found.append(ProcessIdentity(pid, int(fields[19])))
+    return found

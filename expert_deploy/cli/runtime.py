@@ -80,14 +80,25 @@ def up(inventory: InventoryOpt, workdir: WorkdirOpt = None) -> None:
         _check_same_deployment(state, plan.name, launcher.kind)
         state.router_hash = prepared.router.content_hash
         state.inventory = str(loaded.path.resolve())
+        fresh: set[str] = set()
         with console.status("starting", spinner="dots") as spinner:
 
             def on_event(name: str, message: str) -> None:
                 spinner.update(f"{name}: {message}")
-                if message != "waiting for a real inference":
+                if message.startswith("started"):
+                    fresh.add(name)
+                # Kept components are probed too; only changes are worth a line.
+                if message != "waiting for a real inference" and (
+                    message != "ready" or name in fresh
+                ):
                     console.print(f"  {name}: {message}")
 
-            result = apply(launcher, desired, state, store, on_event=on_event)
+            try:
+                result = apply(launcher, desired, state, store, on_event=on_event)
+            except BaseException:
+                if not state.components:
+                    store.remove()  # nothing runs: leave no deployment behind
+                raise
     count = len(state.components)
     if not result.changed:
         print(f"nothing to do: {count} components running and ready")
@@ -106,7 +117,11 @@ def down(inventory: OptionalInventoryOpt = None, workdir: WorkdirOpt = None) -> 
     with store.locked("down"):
         state = store.load()
         if state is None:
-            print(f"nothing deployed from {settings.workdir}")
+            swept = _stop_unrecorded(settings)
+            extra = (
+                f"; stopped {swept} unrecorded server(s) of an interrupted `up`" if swept else ""
+            )
+            print(f"nothing deployed from {settings.workdir}{extra}")
             return
         _check_inventory(state, inventory, settings)
         count = len(state.components)
@@ -119,8 +134,10 @@ def down(inventory: OptionalInventoryOpt = None, workdir: WorkdirOpt = None) -> 
                 store,
                 on_event=lambda name, message: print(f"  {name}: {message}", file=sys.stderr),
             )
+        swept = _stop_unrecorded(settings)
         store.remove()
-    print(f"stopped {count} components of deployment {state.deployment}")
+    extra = f" and {swept} unrecorded server(s) of an interrupted `up`" if swept else ""
+    print(f"stopped {count} components of deployment {state.deployment}{extra}")
 
 
 def status(
@@ -227,6 +244,13 @@ def _launchers(settings: Settings) -> Callable[[str], Launcher]:
         return made[kind]
 
     return get
+
+
+def _stop_unrecorded(settings: Settings) -> int:
+    """Servers the process runtime spawned from this work dir that the state never recorded."""
+    from expert_deploy.runtime.process_launcher import ProcessLauncher
+
+    return ProcessLauncher(settings).stop_unrecorded()
 
 
 def _without_missing_nginx(

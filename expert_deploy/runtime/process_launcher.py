@@ -42,6 +42,11 @@ KIND = "process"
 ERROR_TAIL_LINES = 15
 #: Triton's own wait for in-flight requests on SIGTERM; the group is SIGKILLed after ``grace_s``.
 TRITON_EXIT_TIMEOUT_S = 5
+#: Set in every child's environment to ``<workdir>::<component>``: how a server that was
+#: spawned but never recorded (its CLI killed in between) is found again.
+MARKER_ENV = "EXPERT_DEPLOY_COMPONENT"
+#: An orphan serves nobody: stop it quickly.
+ORPHAN_GRACE_S = 3.0
 #: Variable names that hold credentials; children get none unless their config names them.
 _SECRET_NAME = re.compile(r"(TOKEN|API_KEYS?|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
 #: Where a port comes from in the inventory, for the "port in use" message.
@@ -91,6 +96,11 @@ class ProcessLauncher:
             LaunchError: the binary is missing, a port is taken, or the exec failed.
         """
         argv, env = self._command(component)
+        env[MARKER_ENV] = self._marker(component.name)
+        # Under the deployment lock nothing may run under this component's name unless the
+        # state records it; one that does was spawned by a CLI killed before it saved.
+        for orphan in proc.leaders_with_env(MARKER_ENV, env[MARKER_ENV]):
+            proc.stop_group(orphan, grace_s=ORPHAN_GRACE_S)
         check_ports_free(component)
         log_path = self.log_path(component)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,7 +160,22 @@ class ProcessLauncher:
     def logs(self, handle: Handle, *, tail: int) -> str:
         return proc.tail_lines(handle.log_path, tail) if handle.log_path else ""
 
+    def stop_unrecorded(self) -> int:
+        """Stop every server this work dir spawned that is still running; return how many.
+
+        For ``down``, after the recorded components are stopped: what is left was spawned by
+        a CLI killed before it could record it. Only processes carrying this work dir's
+        marker are touched, never anything another deployment or anyone else started.
+        """
+        orphans = proc.leaders_with_env(MARKER_ENV, self._marker(""), prefix=True)
+        for orphan in orphans:
+            proc.stop_group(orphan, grace_s=ORPHAN_GRACE_S)
+        return len(orphans)
+
     # --- helpers ------------------------------------------------------------------------------
+
+    def _marker(self, name: str) -> str:
+        return f"{self.workdir}::{name}"
 
     def log_path(self, component: Component) -> Path:
         return self.logs_dir / f"{component.slug}.log"
