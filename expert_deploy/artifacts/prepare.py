@@ -166,6 +166,8 @@ def prepare(
     if not locked:
         check_writable(path)
     options = build_options or BuildOptions()
+    if options.docker_base_url is None and settings.docker_host is not None:
+        options = dataclasses.replace(options, docker_base_url=settings.docker_host)
     builder = builder_for(options, loaded.toolchain)
     if locked and old is not None:
         refuse(
