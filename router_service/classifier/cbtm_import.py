@@ -10,7 +10,9 @@ refuses anything else) but does not remove it, so the caller is warned every tim
 - ``kmeans.pkl`` is a ``kmeans_pytorch.KMeans`` (kernelmachine/balanced-kmeans) whose
   ``cluster_centers`` is a torch tensor, possibly saved on CUDA. Its class is never imported:
   its attributes are read into :class:`PickledKMeans`. Tensors need torch; their storages are
-  mapped to the CPU.
+  mapped to the CPU. c-BTM writes it with ``pickle.dump``; a file written with ``torch.save``
+  (zip archive or the legacy format) is read through ``torch.load`` with the same
+  allow-listed unpickler and ``map_location="cpu"``.
 """
 
 from __future__ import annotations
@@ -108,10 +110,42 @@ def _require_torch(module: str, name: str) -> None:
         )
 
 
+class _CbtmPickleModule:
+    """The ``pickle_module`` handed to ``torch.load``: the same allow-list as plain pickles."""
+
+    Unpickler = _CbtmUnpickler
+
+    @staticmethod
+    def load(file: Any, **kwargs: Any) -> Any:
+        return _CbtmUnpickler(file, **kwargs).load()
+
+
+# torch.save's legacy format starts with this number, pickled on its own.
+_TORCH_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+_ZIP_MAGIC = b"PK\x03\x04"
+
+
+def _torch_load(data: bytes) -> Any:
+    """Load a torch.save archive or storage on the CPU, through the allow-listed unpickler."""
+    torch = importlib.import_module("torch")
+    return torch.load(
+        io.BytesIO(data),
+        map_location="cpu",
+        pickle_module=_CbtmPickleModule,
+        weights_only=False,  # weights_only refuses kmeans_pytorch.KMeans; the allow-list guards
+    )
+
+
+def _require_torch_for_archive(path: Path) -> None:
+    if importlib.util.find_spec("torch") is None:
+        raise ClassifierError(
+            f"{path} was written with torch.save; install torch to import it: {TORCH_INSTALL_HINT}"
+        )
+
+
 def _load_storage_on_cpu(data: bytes) -> Any:
     """Rebuild a pickled torch storage on the CPU, even if it was saved from a GPU."""
-    torch = importlib.import_module("torch")
-    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+    return _torch_load(data)
 
 
 def load_cbtm_pickles(tfidf_pkl: Path, kmeans_pkl: Path) -> CbtmPickles:
@@ -168,7 +202,11 @@ def _unpickle(path: Path) -> Any:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            value = _CbtmUnpickler(io.BytesIO(data)).load()
+            is_zip = data[:4] == _ZIP_MAGIC
+            value = None if is_zip else _CbtmUnpickler(io.BytesIO(data)).load()
+            if is_zip or (type(value) is int and value == _TORCH_LEGACY_MAGIC):
+                _require_torch_for_archive(path)
+                value = _torch_load(data)
         except ClassifierError:
             raise
         except Exception as error:  # any unpickling failure means "not this kind of file"

@@ -2,8 +2,13 @@
 
 The vectoriser below copies c-BTM's ``NumberNormalizingVectorizer`` (kernelmachine/cbtm
 ``metaseq/scripts/train_clusterer.py``) and is recorded under the module names c-BTM's pickles
-carry. ``kmeans.pkl`` uses a stand-in ``kmeans_pytorch.KMeans`` with a float32 numpy array as
-``cluster_centers`` (torch is not installed here), so test names say "stand_in".
+carry. ``kmeans.pkl`` comes in two kinds: a stand-in ``kmeans_pytorch.KMeans`` holding a float32
+numpy array (test names say "stand_in"; runs without torch), and, when torch is installed, a
+``kmeans_pytorch.KMeans`` shaped like kernelmachine/balanced-kmeans's (``n_clusters``,
+``cluster_centers`` as a torch tensor, ``device``, ``balanced``), fitted with torch the way its
+``fit`` does and written with ``pickle.dump`` as c-BTM's ``train_kmeans`` does, or with
+``torch.save``. The fork itself is not installed (its package name clashes with PyPI's
+kmeans-pytorch, see router.md), so its class is recreated under its module name.
 """
 
 from __future__ import annotations
@@ -260,3 +265,135 @@ def test_cli_import_cbtm_missing_file_is_one_line(
     lines = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(lines) == 1
     assert "t.pkl not found" in lines[0]
+
+
+# -- real torch tensors -----------------------------------------------------------------------
+
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None, reason="torch is not installed"
+)
+
+
+def _balanced_kmeans_class(monkeypatch: pytest.MonkeyPatch) -> type:
+    """A class shaped like balanced-kmeans's ``KMeans``, fitted like its unbalanced ``fit``."""
+    import torch
+
+    class KMeans:
+        def __init__(self, n_clusters: int, device: Any, balanced: bool = False) -> None:
+            self.n_clusters = n_clusters
+            self.cluster_centers: Any = None
+            self.device = device
+            self.balanced = balanced
+
+        def fit(self, x: Any, iter_limit: int = 20, tol: float = 1e-3) -> None:
+            x = x.float().to(self.device)  # the fork casts inputs to float32
+            generator = torch.Generator().manual_seed(0)
+            state = x[torch.randperm(len(x), generator=generator)[: self.n_clusters]].clone()
+            for _ in range(iter_limit):
+                assignments = ((x[:, None, :] - state[None, :, :]) ** 2).sum(-1).argmin(dim=1)
+                before = state.clone()
+                for index in range(self.n_clusters):
+                    members = x[assignments == index]
+                    if len(members):
+                        state[index] = members.mean(dim=0)
+                if (((state - before) ** 2).sum(dim=1).sqrt().sum()) ** 2 < tol:
+                    break
+            self.cluster_centers = state
+
+        def predict(self, x: Any) -> Any:
+            distances = ((x.float()[:, None, :] - self.cluster_centers[None, :, :]) ** 2).sum(-1)
+            return distances.argmin(dim=1)
+
+    KMeans.__module__ = "kmeans_pytorch"
+    KMeans.__qualname__ = "KMeans"
+    module = types.ModuleType("kmeans_pytorch")
+    module.KMeans = KMeans  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "kmeans_pytorch", module)
+    return KMeans
+
+
+def _write_torch_kmeans(
+    directory: Path, vectors: Any, monkeypatch: pytest.MonkeyPatch, *, writer: str, cuda: bool
+) -> Any:
+    """Fit on ``vectors`` and write kmeans.pkl; ``cuda`` records the storages as on cuda:0."""
+    import torch
+    import torch.serialization
+
+    kmeans = _balanced_kmeans_class(monkeypatch)(K, torch.device("cpu"))
+    kmeans.fit(torch.from_numpy(vectors))
+    with pytest.MonkeyPatch.context() as patch, (directory / "kmeans.pkl").open("wb") as handle:
+        if cuda:
+            # What a file trained on a GPU carries: c-BTM picks CUDA when it is available and
+            # torch tags each storage with its device. No GPU here, so only the tag is set.
+            kmeans.device = torch.device("cuda")
+            patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+        if writer == "pickle":
+            pickle.dump(kmeans, handle)  # what c-BTM's train_kmeans does
+        else:
+            torch.save(kmeans, handle, _use_new_zipfile_serialization=writer == "torch.save")
+    return kmeans
+
+
+@needs_torch
+@pytest.mark.parametrize("writer", ["pickle", "torch.save", "torch.save-legacy"])
+@pytest.mark.parametrize("cuda", [False, True], ids=["cpu", "cuda_tagged"])
+def test_import_with_torch_kmeans_matches_the_pickled_pipeline(
+    texts: tuple[list[str], list[str]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    writer: str,
+    cuda: bool,
+) -> None:
+    import torch
+
+    train, held_out = texts
+    pipeline = write_cbtm_pickles(
+        tmp_path, train, module="__main__", scaler="l2", monkeypatch=monkeypatch
+    )
+    kmeans = _write_torch_kmeans(
+        tmp_path, reference_transform(pipeline, train), monkeypatch, writer=writer, cuda=cuda
+    )
+
+    arrays = import_cbtm(tmp_path / "tfidf.pkl", tmp_path / "kmeans.pkl")
+
+    expected = kmeans.cluster_centers.double().numpy()
+    np.testing.assert_array_equal(arrays.centroids, expected)  # float32 centres, exactly
+    vectors = reference_transform(pipeline, held_out)
+    squared = ((vectors[:, None, :] - expected[None, :, :]) ** 2).sum(axis=2)
+    ours = Classifier(arrays).predict_many(held_out)
+    assert [p.cluster for p in ours] == squared.argmin(axis=1).tolist()
+    # The fork predicts in float32; only near-ties may differ from the float64 argmin.
+    theirs = kmeans.predict(torch.from_numpy(vectors)).tolist()
+    agree = sum(a == b.cluster for a, b in zip(theirs, ours, strict=True))
+    assert agree >= 0.99 * len(held_out)
+
+
+@needs_torch
+def test_cuda_tagged_kmeans_needs_the_cpu_mapping(
+    texts: tuple[list[str], list[str]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain unpickling of a GPU-trained kmeans.pkl fails on a CPU host; the import does not."""
+    import torch
+
+    assert not torch.cuda.is_available()
+    pipeline = write_cbtm_pickles(
+        tmp_path, texts[0], module="__main__", scaler="l2", monkeypatch=monkeypatch
+    )
+    _write_torch_kmeans(
+        tmp_path, reference_transform(pipeline, texts[0]), monkeypatch, writer="pickle", cuda=True
+    )
+
+    with pytest.raises(RuntimeError, match="CUDA"):
+        pickle.loads((tmp_path / "kmeans.pkl").read_bytes())
+    assert import_cbtm(tmp_path / "tfidf.pkl", tmp_path / "kmeans.pkl").k == K
+
+
+@needs_torch
+def test_torch_kmeans_naming_an_unexpected_global_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    (tmp_path / "tfidf.pkl").write_bytes(pickle.dumps(Pipeline([("n", Normalizer())])))
+    torch.save({"cluster_centers": _RunsCode()}, tmp_path / "kmeans.pkl")
+
+    with pytest.raises(ClassifierError, match="never needs; refusing"):
+        import_cbtm(tmp_path / "tfidf.pkl", tmp_path / "kmeans.pkl")
