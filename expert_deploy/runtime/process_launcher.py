@@ -48,7 +48,7 @@ MARKER_ENV = "EXPERT_DEPLOY_COMPONENT"
 #: An orphan serves nobody: stop it quickly.
 ORPHAN_GRACE_S = 3.0
 #: Variable names that hold credentials; children get none unless their config names them.
-_SECRET_NAME = re.compile(r"(TOKEN|API_KEYS?|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
+_SECRET_NAME = re.compile(r"(TOKEN|KEYS?|SECRETS?|PASSWORD|PASSWD|CREDENTIALS?)$", re.I)
 #: Where a port comes from in the inventory, for the "port in use" message.
 _PORT_FIELDS = {
     ("triton", "http"): "triton.http_base_port (or experts[].ports.http)",
@@ -95,12 +95,14 @@ class ProcessLauncher:
         Raises:
             LaunchError: the binary is missing, a port is taken, or the exec failed.
         """
-        argv, env = self._command(component)
+        argv, env = self.command(component)
         env[MARKER_ENV] = self._marker(component.name)
         # Under the deployment lock nothing may run under this component's name unless the
         # state records it; one that does was spawned by a CLI killed before it saved.
         for orphan in proc.leaders_with_env(MARKER_ENV, env[MARKER_ENV]):
             proc.stop_group(orphan, grace_s=ORPHAN_GRACE_S)
+        if component.kind == "triton":
+            self._remove_shared_memory_for(component.slug)
         check_ports_free(component)
         log_path = self.log_path(component)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,7 +190,8 @@ class ProcessLauncher:
             return f"{component.name}: nginx not found; {_INSTALL_HINT['nginx']}"
         return None
 
-    def _command(self, component: Component) -> tuple[list[str], dict[str, str]]:
+    def command(self, component: Component) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment ``component`` is started with (prepares run/ folders)."""
         if component.kind == "triton":
             return self._triton(component)
         if component.kind == "gateway":
@@ -225,7 +228,6 @@ class ProcessLauncher:
             )
         if component.device == "gpu":
             env["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in component.gpus)
-        self._remove_shared_memory_for(component.slug)
         return argv, env
 
     def _gateway(self, component: Component) -> tuple[list[str], dict[str, str]]:
