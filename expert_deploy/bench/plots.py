@@ -27,6 +27,11 @@ def _pyplot() -> Any:
     return plt
 
 
+def _num(value: Any) -> float:
+    """JSON ``null`` (no sample) as NaN, which matplotlib leaves out."""
+    return float("nan") if value is None else float(value)
+
+
 def _x(summary: Mapping[str, Any]) -> float:
     load = summary["load"]
     return float(load["rate_rps"] if load["rate_rps"] is not None else load["users"])
@@ -56,7 +61,7 @@ def sweep_plots(
         data = [list(series[metric]) or [float("nan")] for series in samples]
         positions = list(range(1, len(data) + 1))
         axes.boxplot(data, positions=positions, showfliers=False)
-        medians = [s["metrics"][metric]["p50"] for s in summaries]
+        medians = [_num(s["metrics"][metric]["p50"]) for s in summaries]
         axes.plot(positions, medians, marker="o", label="median")
         axes.set_xticks(positions, labels)
         axes.set_xlabel(_x_label(summaries))
@@ -66,8 +71,8 @@ def sweep_plots(
         written.append(_save(figure, out / name, plt))
 
     figure, axes = plt.subplots(figsize=(7, 4))
-    means = [s["metrics"]["user_throughput_tok_s"]["mean"] for s in summaries]
-    stds = [s["metrics"]["user_throughput_tok_s"]["std"] for s in summaries]
+    means = [_num(s["metrics"]["user_throughput_tok_s"]["mean"]) for s in summaries]
+    stds = [_num(s["metrics"]["user_throughput_tok_s"]["std"]) for s in summaries]
     axes.errorbar([_x(s) for s in summaries], means, yerr=stds, marker="o", capsize=4)
     axes.set_xlabel(_x_label(summaries))
     axes.set_ylabel("tokens/s per user (N / E2E)")
@@ -106,7 +111,7 @@ def p99_plot(path: Path, runs: Mapping[str, Sequence[Mapping[str, Any]]]) -> Pat
         every.extend(summaries)
         axes.plot(
             [_x(s) for s in summaries],
-            [s["metrics"]["e2e_ms"]["p99"] for s in summaries],
+            [_num(s["metrics"]["e2e_ms"]["p99"]) for s in summaries],
             marker="o",
             label=label,
         )
