@@ -11,6 +11,7 @@ python3 -m venv .venv
 
 .venv/bin/ruff check expert_deploy router_service tests scripts
 .venv/bin/ruff format --check expert_deploy router_service tests scripts
+PATH="$PWD/.venv/bin:$PATH" .venv/bin/ansible-lint --offline --profile production playbooks/
 .venv/bin/mypy expert_deploy router_service
 
 set +e

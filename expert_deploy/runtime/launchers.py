@@ -16,6 +16,7 @@ from expert_deploy.settings import Settings
 LAUNCHERS: dict[str, str] = {
     "process": "expert_deploy.runtime.process_launcher:ProcessLauncher",
     "docker": "expert_deploy.runtime.docker_launcher:docker_launcher",
+    "ansible": "expert_deploy.runtime.ansible_launcher:AnsibleLauncher",
 }
 
 
