@@ -53,6 +53,7 @@ from expert_deploy.settings import Settings
 if TYPE_CHECKING:
     from expert_deploy.builder.cache import CheckpointLike
     from expert_deploy.builder.engines import BuildOptions, EngineResult
+    from expert_deploy.checkpoints.checkpoint import Checkpoint
     from expert_deploy.checkpoints.progress import DownloadProgress
 
 STEPS = ("fetch", "engines", "router", "render")
@@ -280,13 +281,16 @@ def _fetch(
     if to_fetch:
         from expert_deploy.checkpoints import FetchFailedError, fetch_all, write_record
 
-        pinned = [_pinned(e, pins) for e in to_fetch]
         for expert in to_fetch:
             report.update(expert.id, "checkpoint")
+        # A locked checkpoint already complete in the HF cache needs no Hub call at all.
+        done = {e.id: c for e in to_fetch if (c := _locked_in_cache(settings, e, pins))}
+        pinned = [_pinned(e, pins) for e in to_fetch if e.id not in done]
         try:
-            done = fetch_all(pinned, settings, progress=report.downloads())
+            if pinned:
+                done |= fetch_all(pinned, settings, progress=report.downloads())
         except FetchFailedError as error:
-            done = error.completed
+            done |= error.completed
             result.errors.append(str(error))
             for eid in error.failures:
                 result.status[eid] = "failed"
@@ -324,6 +328,32 @@ def _fetch(
             result.by_expert[expert.id] = record
             result.status[expert.id] = "recorded"
     return result
+
+
+def _locked_in_cache(
+    settings: Settings, expert: Expert, pins: Mapping[str, LockedCheckpoint]
+) -> Checkpoint | None:
+    """The locked checkpoint from the HF cache when every locked file is there with its
+    locked hash (read from the blob link, no I/O on the weights) and it verifies; else None.
+    """
+    from expert_deploy.checkpoints.checkpoint import Checkpoint, file_hash
+    from expert_deploy.checkpoints.verify import verify_checkpoint
+    from expert_deploy.errors import CheckpointError
+
+    model = expert.model
+    pin = pins.get(_ref(expert))
+    if model is None or pin is None or model.generate is not None:
+        return None
+    folder = settings.hf_cache_dir / f"models--{model.repo.replace('/', '--')}"
+    snapshot = folder / "snapshots" / pin.commit
+    try:
+        if any(file_hash(snapshot / name) != digest for name, digest in pin.files.items()):
+            return None
+        verify_checkpoint(snapshot)
+    except (OSError, CheckpointError):
+        return None  # incomplete or damaged: the normal fetch repairs it
+    files = tuple(sorted(pin.files.items()))
+    return Checkpoint(model.repo, model.revision, pin.commit, snapshot, files, cached=True)
 
 
 def _pinned(expert: Expert, pins: Mapping[str, LockedCheckpoint]) -> Expert:
