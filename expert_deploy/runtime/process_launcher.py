@@ -231,6 +231,11 @@ class ProcessLauncher:
         return argv, env
 
     def _gateway(self, component: Component) -> tuple[list[str], dict[str, str]]:
+        if importlib.util.find_spec("uvicorn") is None:
+            raise LaunchError(
+                f"{component.name}: the gateway's dependencies are not installed in "
+                f"{sys.prefix}; `pip install 'expert-deploy[router]'`"
+            )
         auth = read_gateway_auth(component.config_path)
         env = child_environment(self.settings, keep=(auth.api_keys_env, auth.admin_token_env))
         argv = [sys.executable, "-m", "router_service", "--config", str(component.config_path)]

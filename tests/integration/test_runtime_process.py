@@ -319,3 +319,45 @@ def test_status_logs_chat_without_a_deployment(workdir: Path) -> None:
     chat = cli("chat", "-w", workdir, "hello")
     assert chat.returncode == 1 and "nothing deployed" in chat.stderr
     assert "nothing deployed" in cli("down", "-w", workdir).stdout
+
+
+def _accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _spawn_orphan(workdir: Path, name: str, port: int | None = None) -> int:
+    """A process as a killed `up` leaves it: spawned with the component's marker, unrecorded."""
+    from expert_deploy import proc
+    from expert_deploy.runtime.process_launcher import MARKER_ENV
+
+    code = "import time\n"
+    if port is not None:
+        code += (
+            "import socket\ns = socket.socket()\n"
+            "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+            f"s.bind(('127.0.0.1', {port}))\ns.listen()\n"
+        )
+    code += "time.sleep(600)\n"
+    env = {**os.environ, MARKER_ENV: f"{workdir.resolve()}::{name}"}
+    identity = proc.spawn(
+        [sys.executable, "-c", code, str(workdir)], env=env, log_path=workdir / "orphan.log"
+    )
+    return identity.pid
+
+
+def test_unrecorded_servers_of_a_killed_up_are_stopped(inventory: Path, workdir: Path) -> None:
+    data = yaml.safe_load(inventory.read_text())
+    port = data["triton"]["http_base_port"]  # expert-0's HTTP port, held by the orphan
+    orphan = _spawn_orphan(workdir, "triton/expert-0-0", port)
+    assert wait_until(lambda: _accepts(port), timeout_s=60), "the orphan never listened"
+    up = cli("up", "-i", inventory, "-w", workdir)
+    assert up.returncode == 0, up.stderr
+    assert wait_until(lambda: not is_running(orphan), timeout_s=30)
+    assert_nothing_unrecorded(workdir)
+    assert cli("down", "-w", workdir).returncode == 0
+
+    stray = _spawn_orphan(workdir, "gateway/9")
+    down = cli("down", "-w", workdir)
+    assert "stopped 1 unrecorded server(s)" in down.stdout
+    assert wait_until(lambda: not is_running(stray), timeout_s=30)
