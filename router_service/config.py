@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 __all__ = [
     "AuthConfig",
     "ChatPromptConfig",
+    "ClassifierConfig",
     "ConfigError",
     "ExpertSpec",
     "GatewayConfig",
@@ -153,6 +154,18 @@ class ChatPromptConfig(_Frozen):
     assistant_prefix: str = "\nassistant:"
 
 
+class ClassifierConfig(_Frozen):
+    """How the replica holds the classifier artifact in memory.
+
+    ``mmap`` maps the arrays read-only instead of copying them into the process: replicas on
+    one host share the page cache, which matters for a c-BTM vocabulary near 1M terms (see
+    ``router_service.classifier.arrays``). Off by default: a private copy cannot change under
+    the replica if someone rewrites the artifact files in place.
+    """
+
+    mmap: bool = False
+
+
 class GatewayConfig(_Frozen):
     """Everything a gateway replica needs; see the module docstring."""
 
@@ -162,6 +175,7 @@ class GatewayConfig(_Frozen):
     admin_host: str = "127.0.0.1"
     admin_port: int = Field(default=8001, ge=0, le=65535)
     router_dir: Path
+    classifier: ClassifierConfig = ClassifierConfig()
     routed_model_name: str = "expert-router"
     routing: RoutingTableSpec
     fallback: Literal["next_nearest", "reject"] = "next_nearest"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -87,9 +88,10 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     if secrets.admin_token is None:
         _log("auth", admin="open", detail="no admin token configured; admin API is loopback-only")
 
-    classifier = Classifier.load(config.router_dir)
+    load_classifier = functools.partial(Classifier.load, mmap=config.classifier.mmap)
+    classifier = load_classifier(config.router_dir)
     metrics = GatewayMetrics()
-    dispatcher = Dispatcher(config, classifier, metrics=metrics, load_classifier=Classifier.load)
+    dispatcher = Dispatcher(config, classifier, metrics=metrics, load_classifier=load_classifier)
     await dispatcher.start()
     app, front = build_http_app(config, dispatcher, secrets)
     public = _Server(_uvicorn_config(app, config.host, config.http_port, config))

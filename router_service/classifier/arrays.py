@@ -6,19 +6,30 @@ Directory layout (nothing here is ever unpickled; ``np.load(allow_pickle=False)`
     vocabulary.json    term -> column index (JSON object, ASCII-escaped)
     idf.npy            (V,)    float64   smoothed IDF of each column
     projection.npy     (V, d)  float64   TruncatedSVD ``components_`` transposed (a term's row
-                                         is contiguous, which is what serving gathers)
+                                         is contiguous, which is what serving gathers);
+                                         float32 after an explicit conversion (see below)
     centroids.npy      (k, d)  float64   k-means centres in the scaled space
     scaler_mean.npy    (d,)    float64   only for the ``standard`` scaler
     scaler_scale.npy   (d,)    float64   only for the ``standard`` scaler
 
-Everything is float64 because that is what scikit-learn computes in, which is what gives
-identical cluster ids to the reference pipeline. The content hash covers the settings, the
-vocabulary and every array (not the provenance, which does not change routing), so two
-routers with the same hash route every prompt the same way.
+Everything is float64 by default because that is what scikit-learn computes in, which is what
+gives identical cluster ids to the reference pipeline. The projection alone may be float32:
+with c-BTM's unbounded vocabulary (V near 1M) it is V × 100 × 8 bytes ≈ 800 MB per process in
+float64, 400 MB in float32, and with ``load(mmap=True)`` its pages come from the page cache,
+shared by every replica on the host, and only the rows of terms actually seen are read. That is
+an explicit choice (:meth:`RouterArrays.with_projection_dtype`,
+``python -m router_service.classifier.convert``): a prompt whose two nearest centroids are
+nearly tied can change cluster (scripts/bench_classifier.py ``--synthetic-vocab`` measures how
+often). The dtype is part of the settings, so the content hash says which one is served.
+
+The content hash covers the settings, the vocabulary and every array as stored (not the
+provenance, which does not change routing), so two routers with the same hash route every
+prompt the same way.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -40,6 +51,11 @@ FORMAT_VERSION = 1
 METADATA_FILE = "router.json"
 VOCABULARY_FILE = "vocabulary.json"
 FloatArray = NDArray[np.float64]
+#: The projection's storage: float64 (exact sklearn parity) or float32 (half the memory).
+ProjectionArray = NDArray[np.float64] | NDArray[np.float32]
+PROJECTION_DTYPES = ("float64", "float32")
+# Finiteness is checked in row blocks so a memory-mapped projection is never copied whole.
+_CHECK_ROWS = 65_536
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,7 +69,7 @@ class RouterArrays:
 
     vocabulary: Mapping[str, int]
     idf: FloatArray
-    projection: FloatArray
+    projection: ProjectionArray
     centroids: FloatArray
     scaler: ScalerKind
     text: TextSettings
@@ -93,9 +109,28 @@ class RouterArrays:
             },
         }
 
-    def named_arrays(self) -> dict[str, FloatArray]:
+    def with_projection_dtype(self, dtype: str) -> RouterArrays:
+        """A copy whose projection is stored as ``dtype`` (``float32`` or ``float64``).
+
+        float32 halves the largest array; assignments may differ from scikit-learn for prompts
+        whose nearest centroids are nearly tied. Raises ClassifierError for another dtype.
+        """
+        if dtype not in PROJECTION_DTYPES:
+            raise ClassifierError(
+                f"projection dtype {dtype!r} is not supported; use one of {PROJECTION_DTYPES}"
+            )
+        if self.projection.dtype == np.dtype(dtype):
+            return self
+        projection = np.ascontiguousarray(self.projection, dtype=np.dtype(dtype))
+        return dataclasses.replace(self, projection=projection)
+
+    def named_arrays(self) -> dict[str, ProjectionArray]:
         """Arrays by file stem, in the fixed order the content hash reads them."""
-        arrays = {"idf": self.idf, "projection": self.projection, "centroids": self.centroids}
+        arrays: dict[str, ProjectionArray] = {
+            "idf": self.idf,
+            "projection": self.projection,
+            "centroids": self.centroids,
+        }
         if self.scaler_mean is not None and self.scaler_scale is not None:
             arrays["scaler_mean"] = self.scaler_mean
             arrays["scaler_scale"] = self.scaler_scale
@@ -132,8 +167,12 @@ class RouterArrays:
         return content_hash
 
     @classmethod
-    def load(cls, directory: Path) -> RouterArrays:
+    def load(cls, directory: Path, *, mmap: bool = False) -> RouterArrays:
         """Read and fully validate an artifact written by :meth:`save`.
+
+        With ``mmap`` the arrays are memory-mapped read-only instead of read into private
+        memory: replicas on one host then share the page cache, and pages of terms never seen
+        are only read once, by the content-hash check at load.
 
         Raises:
             ClassifierError: a file is missing, unreadable, of the wrong shape or dtype, or the
@@ -155,20 +194,22 @@ class RouterArrays:
         manifest = settings.get("arrays")
         if not isinstance(manifest, dict):
             raise ClassifierError(f"{directory / METADATA_FILE}: 'settings.arrays' is missing")
-        arrays = {name: _load_array(directory, name, spec) for name, spec in manifest.items()}
+        arrays = {
+            name: _load_array(directory, name, spec, mmap=mmap) for name, spec in manifest.items()
+        }
         scaler = settings.get("scaler")
         if scaler not in SCALER_KINDS:
             raise ClassifierError(f"{directory}: unknown scaler {scaler!r}")
         try:
             loaded = cls(
                 vocabulary=vocabulary,
-                idf=arrays["idf"],
+                idf=cast(FloatArray, arrays["idf"]),
                 projection=arrays["projection"],
-                centroids=arrays["centroids"],
+                centroids=cast(FloatArray, arrays["centroids"]),
                 scaler=cast(ScalerKind, scaler),
                 text=TextSettings.from_json(settings.get("text") or {}),
-                scaler_mean=arrays.get("scaler_mean"),
-                scaler_scale=arrays.get("scaler_scale"),
+                scaler_mean=cast("FloatArray | None", arrays.get("scaler_mean")),
+                scaler_scale=cast("FloatArray | None", arrays.get("scaler_scale")),
                 provenance=metadata.get("provenance") or {},
             )
         except KeyError as error:
@@ -192,19 +233,26 @@ class RouterArrays:
 def _validate(arrays: RouterArrays) -> None:
     """Check shapes, dtypes, finiteness and the vocabulary's index set."""
     vocab_size = len(arrays.vocabulary)
-    checks: list[tuple[str, FloatArray | None, int]] = [
-        ("idf", arrays.idf, 1),
-        ("projection", arrays.projection, 2),
-        ("centroids", arrays.centroids, 2),
-        ("scaler_mean", arrays.scaler_mean, 1),
-        ("scaler_scale", arrays.scaler_scale, 1),
+    checks: list[tuple[str, ProjectionArray | None, int, tuple[str, ...]]] = [
+        ("idf", arrays.idf, 1, ("float64",)),
+        ("projection", arrays.projection, 2, PROJECTION_DTYPES),
+        ("centroids", arrays.centroids, 2, ("float64",)),
+        ("scaler_mean", arrays.scaler_mean, 1, ("float64",)),
+        ("scaler_scale", arrays.scaler_scale, 1, ("float64",)),
     ]
-    for name, array, ndim in checks:
+    for name, array, ndim, dtypes in checks:
         if array is None:
             continue
-        if not isinstance(array, np.ndarray) or array.dtype != np.float64 or array.ndim != ndim:
-            raise ClassifierError(f"array {name} must be a {ndim}-d float64 array")
-        if not np.isfinite(array).all():
+        if (
+            not isinstance(array, np.ndarray)
+            or array.dtype.name not in dtypes
+            or array.ndim != ndim
+        ):
+            raise ClassifierError(f"array {name} must be a {ndim}-d {' or '.join(dtypes)} array")
+        if not all(
+            np.isfinite(array[start : start + _CHECK_ROWS]).all()
+            for start in range(0, len(array), _CHECK_ROWS)
+        ):
             raise ClassifierError(f"array {name} contains NaN or infinity")
     if arrays.idf.shape != (vocab_size,) or arrays.projection.shape[0] != vocab_size:
         raise ClassifierError(
@@ -244,8 +292,9 @@ def _content_hash(settings: Mapping[str, Any], vocab_bytes: bytes, arrays: Route
     digest.update(hashlib.sha256(vocab_bytes).digest())
     for name, array in arrays.named_arrays().items():
         digest.update(f"\n{name}:{array.dtype.str}:{array.shape}\n".encode())
-        # A buffer view, not tobytes(): hashing must not double the peak memory of a load.
-        digest.update(np.ascontiguousarray(array, dtype="<f8").data)
+        # A buffer view of the stored little-endian bytes, not tobytes(): hashing must not
+        # double the peak memory of a load (float64 arrays hash exactly as before float32).
+        digest.update(np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).data)
     return f"sha256:{digest.hexdigest()}"
 
 
@@ -279,12 +328,12 @@ def _parse_vocabulary(data: bytes, path: Path) -> dict[str, int]:
     return vocabulary
 
 
-def _load_array(directory: Path, name: str, spec: Any) -> FloatArray:
+def _load_array(directory: Path, name: str, spec: Any, *, mmap: bool) -> ProjectionArray:
     if name not in ("idf", "projection", "centroids", "scaler_mean", "scaler_scale"):
         raise ClassifierError(f"{directory}: unexpected array {name!r} in router.json")
     path = directory / f"{name}.npy"
     try:
-        array = np.load(path, allow_pickle=False)
+        array = np.load(path, allow_pickle=False, mmap_mode="r" if mmap else None)
     except FileNotFoundError as error:
         raise ClassifierError(f"{path} is missing; copy the whole router directory") from error
     except (OSError, ValueError) as error:
@@ -298,4 +347,4 @@ def _load_array(directory: Path, name: str, spec: Any) -> FloatArray:
         )
     if math.prod(array.shape) and not array.flags.c_contiguous:
         array = np.ascontiguousarray(array)
-    return cast(FloatArray, array)
+    return cast(ProjectionArray, array)

@@ -4,7 +4,9 @@ Per prompt: lower-case → regex tokens → look each token up in a precomputed 
 already excludes stop words and digit-led terms, see ``text.servable_terms``) → counts × IDF →
 L2-normalise (a zero row stays zero) → weighted sum of the terms' projection rows → scale →
 nearest centroid by ``‖c‖² − 2·z·c`` (ties → lowest index, as sklearn's and torch's argmin).
-The cost is O(tokens + unique terms × d); nothing V-sized is allocated per call.
+The cost is O(tokens + unique terms × d); nothing V-sized is allocated per call. A float32
+projection is gathered as float32 and multiplied with float64 weights, so every sum is still
+accumulated in float64; only the stored components are rounded.
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ class Classifier:
         self._empty = self._predict_vector(np.zeros(arrays.dims), is_empty=True)
 
     @classmethod
-    def load(cls, directory: Path) -> Classifier:
-        """Load and validate an artifact directory.
+    def load(cls, directory: Path, *, mmap: bool = False) -> Classifier:
+        """Load and validate an artifact directory (``mmap``: see :meth:`RouterArrays.load`).
 
         Raises:
             ClassifierError: the artifact is missing, corrupt or inconsistent.
         """
-        return cls(RouterArrays.load(directory))
+        return cls(RouterArrays.load(directory, mmap=mmap))
 
     def terms(self, text: str) -> list[int]:
         """Vocabulary columns of the terms of ``text`` that count, in order (with repeats)."""
