@@ -6,6 +6,7 @@ tests/integration/test_runtime_process.py.
 
 from __future__ import annotations
 
+import io
 import os
 import sys
 from dataclasses import replace
@@ -147,3 +148,23 @@ def test_launcher_for_names_the_available_runtimes(tmp_path: Path) -> None:
     assert isinstance(launcher_for("process", _settings(tmp_path)), ProcessLauncher)
     with pytest.raises(UsageError, match="runtime 'kubernetes' has no launcher here; available: "):
         launcher_for("kubernetes", _settings(tmp_path))
+
+
+def test_up_skips_nginx_with_a_warning_when_it_is_not_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from rich.console import Console
+
+    from expert_deploy.cli.runtime import _without_missing_nginx
+    from tests.unit.runtime_support import deployment
+
+    monkeypatch.setattr(binaries, "find_nginx", lambda: None)
+    launcher = ProcessLauncher(_settings(tmp_path))
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    kept = _without_missing_nginx(launcher, deployment(), console)
+    assert [c.name for c in kept] == [c.name for c in deployment()][:-1]
+    assert "warning: nginx: nginx not found; install NGINX" in out.getvalue()
+    assert "clients use a gateway replica directly" in out.getvalue()
+    with pytest.raises(LaunchError, match="nginx: nginx not found"):
+        launcher.command(deployment()[-1])
