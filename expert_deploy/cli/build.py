@@ -7,6 +7,7 @@ rendered files; seconds per step; how the lock moved.
 
 from __future__ import annotations
 
+import functools
 import resource
 import threading
 from collections.abc import Mapping, Sequence
@@ -105,7 +106,12 @@ def print_summary(
     console = console or _console()
     table = Table(title="experts", title_justify="left")
     for column in ("expert", "engine", "checkpoint", "fetch", "engine key", "status", "s", "note"):
-        table.add_column(column, justify="right" if column == "s" else "left")
+        table.add_column(
+            column,
+            justify="right" if column == "s" else "left",
+            no_wrap=column != "note",
+            overflow="ellipsis",
+        )
     for o in outcomes:
         table.add_row(
             o.expert_id,
@@ -118,20 +124,19 @@ def print_summary(
             o.message[:80],
         )
     console.print(table)
+    say = functools.partial(console.print, highlight=False)
     if prepared is not None:
         router = prepared.router
-        console.print(f"router: {router.content_hash} ({router.status}) at {router.path}")
+        say(f"router: {router.content_hash} ({router.status}) at {router.path}")
         parts = ", ".join(f"{c} {n}" for c, n in sorted(prepared.rendered.by_component().items()))
-        console.print(f"rendered {len(prepared.rendered.files)} files: {parts}")
+        say(f"rendered {len(prepared.rendered.files)} files: {parts}")
         if prepared.lock_changes:
-            console.print(f"lock {prepared.lock_path}:")
+            say(f"lock {prepared.lock_path}:")
             for change in prepared.lock_changes:
-                console.print(f"  {change}")
+                say(f"  {change}")
         else:
-            console.print(f"lock {prepared.lock_path}: unchanged")
-    console.print(
-        "steps: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in step_seconds.items())
-    )
+            say(f"lock {prepared.lock_path}: unchanged")
+    say("steps: " + ", ".join(f"{name} {seconds:.2f} s" for name, seconds in step_seconds.items()))
 
 
 def build(
