@@ -10,12 +10,16 @@ from expert_deploy.checkpoints.checkpoint import Checkpoint
 from expert_deploy.checkpoints.hub import fetch_checkpoint
 from expert_deploy.checkpoints.progress import DownloadProgress
 from expert_deploy.errors import CheckpointError
-from expert_deploy.inventory.models import Expert
+from expert_deploy.inventory.models import Expert, GeneratedModel, ModelSource
 from expert_deploy.settings import Settings
 
 #: Checkpoints downloaded at the same time; each also downloads up to FILE_WORKERS files.
 CHECKPOINT_WORKERS = 4
 FILE_WORKERS = 8
+#: Generated checkpoints live in the workdir, one folder per generation key.
+GENERATED_DIR = "generated"
+#: What a generated tokenizer trains on when the inventory names no corpus.
+SHIPPED_CORPUS = "data/local-prompts.jsonl"
 
 
 class FetchFailedError(CheckpointError):
@@ -41,6 +45,7 @@ class FetchFailedError(CheckpointError):
 class _Source:
     repo: str
     revision: str
+    generate: GeneratedModel | None = None
 
 
 def fetch_all(
@@ -49,20 +54,32 @@ def fetch_all(
     """Fetch and verify the checkpoint of every expert that has one, keyed by expert id.
 
     Synthetic experts (no ``model``) are left out. Experts naming the same repository and
-    revision share one download; distinct checkpoints download in parallel.
+    revision share one download; distinct checkpoints download in parallel. A ``generate:``
+    model is made under ``<workdir>/generated/`` instead, or reused from there.
 
     Raises:
         FetchFailedError: one or more checkpoints failed; carries the ones that succeeded.
     """
     users: dict[_Source, list[str]] = {}
+    models: dict[_Source, ModelSource] = {}
     for expert in experts:
         if expert.model is not None and expert.engine != "synthetic":
-            source = _Source(expert.model.repo, expert.model.revision)
+            source = _Source(expert.model.repo, expert.model.revision, expert.model.generate)
             users.setdefault(source, []).append(expert.id)
+            models[source] = expert.model
     if not users:
         return {}
 
     def fetch(source: _Source) -> Checkpoint:
+        if source.generate is not None:
+            # Made here rather than downloaded: the embedded default needs no Hub.
+            from expert_deploy.checkpoints.generated import generate_checkpoint
+
+            return generate_checkpoint(
+                models[source],
+                corpus=settings.inventories_dir / SHIPPED_CORPUS,
+                root=settings.workdir.resolve() / GENERATED_DIR,
+            )
         return fetch_checkpoint(
             source.repo,
             source.revision,

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     ValidationInfo,
     model_validator,
 )
@@ -68,13 +69,69 @@ class Host(_Frozen):
     ssh_user: str | None = None
 
 
+class GeneratedModel(_Frozen):
+    """A small Llama checkpoint made offline: random weights from ``seed``, a real tokenizer.
+
+    The tokenizer is a byte-level BPE trained on ``corpus`` (the shipped prompt corpus when
+    unset), so text round-trips; the weights are random, so generations are not prose. It
+    lets the whole system run where no Hub is reachable (expert_deploy/checkpoints/generated.py).
+    """
+
+    hidden_size: int = Field(default=128, ge=8, le=4096)
+    num_layers: int = Field(default=4, ge=1, le=64)
+    num_heads: int = Field(default=4, ge=1, le=128)
+    num_kv_heads: int = Field(default=2, ge=1, le=128)
+    intermediate_size: int = Field(default=352, ge=8, le=65536)
+    #: An upper bound: the tokenizer stops merging when the corpus has no pair left.
+    vocab_size: int = Field(default=4096, ge=300, le=65536)
+    max_position_embeddings: int = Field(default=4096, ge=16, le=131072)
+    seed: int = Field(default=0, ge=0)
+    corpus: InventoryPath | None = None
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> GeneratedModel:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise ValueError(
+                "num_heads must divide hidden_size and num_kv_heads must divide num_heads "
+                f"(got {self.hidden_size}, {self.num_heads}, {self.num_kv_heads})"
+            )
+        return self
+
+    @property
+    def label(self) -> str:
+        """A stable repository-like name for logs and checkpoints.json (not a Hub repo)."""
+        sizes = (self.hidden_size, self.num_layers, self.num_heads, self.num_kv_heads)
+        return f"generated/llama-{'x'.join(map(str, sizes))}-seed{self.seed}"
+
+
 class ModelSource(_Frozen):
-    """Where an expert's weights come from: a Hugging Face repository at a revision."""
+    """Where an expert's weights come from: a Hugging Face repository at a revision, or
+    ``generate:`` for a small random-weight Llama made offline (``repo`` is then its label).
+    """
 
     repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
     revision: str = Field(default="main", min_length=1)
     #: A local config.json for architectures the planner does not know.
     config: InventoryPath | None = None
+    generate: GeneratedModel | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _label_generated(cls, data: Any) -> Any:
+        # A generated model has no Hub repository; its label fills `repo` so that every
+        # consumer of `repo@revision` (fetch table, checkpoints.json, plan) keeps working.
+        if not isinstance(data, dict) or data.get("generate") is None:
+            return data
+        if "repo" in data or "config" in data:
+            raise ValueError(
+                "give either repo (a Hugging Face checkpoint) or generate (a small checkpoint "
+                "made offline), not both; remove one"
+            )
+        try:
+            label = GeneratedModel.model_validate(data["generate"]).label
+        except ValidationError:
+            label = "generated/invalid"  # the `generate` field reports the actual problem
+        return {**data, "repo": label}
 
 
 class Placement(_Frozen):

@@ -105,7 +105,22 @@ def find_architecture(model: ModelSource, hf_home: Path | None) -> Architecture 
     """The architecture of ``model``: its explicit config, the HF cache, or a built-in.
 
     Returns None when none of them knows it. Reads files but never touches the network.
+    A generated model (``generate:``) is sized from its parameters, before it exists.
     """
+    if model.generate is not None:
+        spec = model.generate
+        return Architecture(
+            hidden_size=spec.hidden_size,
+            num_layers=spec.num_layers,
+            num_heads=spec.num_heads,
+            num_kv_heads=spec.num_kv_heads,
+            intermediate_size=spec.intermediate_size,
+            # An upper bound: the trained tokenizer may stop short of it.
+            vocab_size=spec.vocab_size,
+            tie_word_embeddings=True,
+            max_position_embeddings=spec.max_position_embeddings,
+            source="generated",
+        )
     if model.config is not None:
         return _read(model.config)
     cached = _cached_config(model, hf_home)

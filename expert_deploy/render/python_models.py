@@ -22,6 +22,8 @@ from expert_deploy.render.staging import Staging
 
 #: What the gateway calls (router_service.config.UpstreamSpec.model's default).
 SERVED_MODEL = "ensemble"
+#: PyTorch intra-op threads of a transformers expert on the CPU (see _parameters).
+CPU_THREADS = 1
 #: Tensors our Python models read and write by these exact names (see their model.py).
 _FIXED_NAMES = ("text_input", "max_tokens", "stream", "text_output")
 
@@ -71,12 +73,16 @@ def _parameters(expert: Expert, server: ServerPlacement, checkpoint_dir: Path) -
             # Token i reads " <server>:i", so a test can tell which server answered.
             "label": f"{server.name}:",
         }
+    on_gpu = server.device == "gpu"
     return {
         "checkpoint_dir": str(checkpoint_dir),
-        "device": "cuda" if server.device == "gpu" else "cpu",
+        "device": "cuda" if on_gpu else "cpu",
         "default_max_tokens": str(min(256, expert.max_seq_len - 1)),
         "max_input_len": str(expert.max_input_len),
         "dtype": {"fp16": "float16", "bf16": "bfloat16"}.get(expert.quantization, "auto"),
+        # CPU experts share the host's cores with each other and the gateways: one PyTorch
+        # thread each, since PyTorch's default (one per core, per server) oversubscribes.
+        "cpu_threads": "0" if on_gpu else str(CPU_THREADS),
     }
 
 

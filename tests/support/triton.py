@@ -17,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +56,10 @@ def tritonserver_env() -> dict[str, str]:
     """Environment for tritonserver: wheel libraries on LD_LIBRARY_PATH, our venv first on PATH."""
     env = dict(os.environ)
     libs = str(pytriton_root().parent / "nvidia_pytriton.libs")
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH", ""), libs) if p)
+    # The stub links libpython3.X.so: this interpreter's, not another 3.X the loader finds first
+    # (its stdlib extensions, e.g. _ssl that transformers imports, need matching symbols).
+    own = sysconfig.get_config_var("LIBDIR") or ""
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (own, env.get("LD_LIBRARY_PATH", ""), libs) if p)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
 

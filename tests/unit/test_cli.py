@@ -15,7 +15,7 @@ from tests.unit.inventory_factory import gpu_inventory, write
 
 def test_validate_ok_and_invalid(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["validate", "--inventory", "local"]) == 0
-    assert "valid — 3 experts" in capsys.readouterr().out
+    assert "valid — 8 experts" in capsys.readouterr().out
     data = gpu_inventory()
     data["experts"][0]["quantization"] = "int4"
     assert main(["validate", "-i", str(write(tmp_path, data))]) == 1

@@ -29,7 +29,7 @@ def _tree(root: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.mark.parametrize("inventory", ["local", "dgx"])
+@pytest.mark.parametrize("inventory", ["local", "local-synthetic", "dgx"])
 def test_every_config_pbtxt_parses_and_no_placeholder_remains(
     tmp_path: Path, inventory: str
 ) -> None:
@@ -116,7 +116,7 @@ def test_placeholders_accounted_for_are_exactly_the_toolchains(
 
 
 def test_synthetic_repository_carries_expert_timing(tmp_path: Path) -> None:
-    result = render("local", tmp_path)
+    result = render("local-synthetic", tmp_path)
     model_dir = result.root / "triton" / "expert-1-0" / "ensemble"
     config = _parse(model_dir / "config.pbtxt")
     assert config.name == "ensemble"
@@ -159,10 +159,22 @@ def test_no_secret_value_in_any_rendered_file(
             assert secret not in data
     variables = yaml.safe_load((result.root / "ansible" / "vars.yaml").read_text())
     assert variables["secret_env_names"] == ["EXPERT_DEPLOY_API_KEYS", "EXPERT_DEPLOY_ADMIN_TOKEN"]
-    assert [s["name"] for s in variables["servers"]] == ["expert-0-0", "expert-1-0", "expert-2-0"]
+    assert [s["name"] for s in variables["servers"]] == [
+        f"{topic}-0"
+        for topic in (
+            "astronomy",
+            "music",
+            "finance",
+            "gardening",
+            "fitness",
+            "travel",
+            "cooking",
+            "programming",
+        )
+    ]
 
 
-@pytest.mark.parametrize("inventory", ["local", "dgx"])
+@pytest.mark.parametrize("inventory", ["local", "local-synthetic", "dgx"])
 def test_rendering_twice_gives_identical_bytes(tmp_path: Path, inventory: str) -> None:
     first = render(inventory, tmp_path)
     before = _tree(first.root)

@@ -17,7 +17,7 @@ def test_render_command_prints_files_per_component(
     assert main(["render", "--inventory", "local", "--workdir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert f"into {tmp_path.resolve() / 'rendered'}" in out
-    assert "triton/expert-0-0: 2 files" in out
+    assert "triton/programming-0: 2 files" in out
     assert "gateway: 2 files" in out
     assert (tmp_path / "rendered" / "nginx" / "nginx.conf").is_file()
 
@@ -44,16 +44,17 @@ def test_transformers_model_structure() -> None:
     } | {node.module for node in tree.body if isinstance(node, ast.ImportFrom) and node.module}
     # torch/transformers load lazily in initialize, so the file imports where they are absent.
     assert not top_imports & {"torch", "transformers"}
-    model = next(n for n in tree.body if isinstance(n, ast.ClassDef))
-    assert model.name == "TritonPythonModel"
+    classes = {n.name: n for n in tree.body if isinstance(n, ast.ClassDef)}
+    model = classes["TritonPythonModel"]
     methods = {n.name for n in model.body if isinstance(n, ast.FunctionDef)}
     assert {"initialize", "execute"} <= methods
-    for name in ("checkpoint_dir", "device", "default_max_tokens", "max_input_len", "dtype"):
+    names = ("checkpoint_dir", "device", "default_max_tokens", "max_input_len", "dtype")
+    for name in (*names, "cpu_threads"):
         assert f'"{name}"' in source
 
 
 def test_transformers_expert_renders_its_parameters(tmp_path: Path) -> None:
-    text = (REPO / "inventories" / "local.yaml").read_text()
+    text = (REPO / "inventories" / "local-synthetic.yaml").read_text()
     text = text.replace(
         "data/local-prompts.jsonl", str(REPO / "inventories" / "data" / "local-prompts.jsonl")
     )
@@ -80,6 +81,7 @@ def test_transformers_expert_renders_its_parameters(tmp_path: Path) -> None:
     config = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
     params = {k: v.string_value for k, v in config.parameters.items()}
     assert params["device"] == "cpu"
+    assert params["cpu_threads"] == "1"  # CPU experts share the cores: one torch thread each
     assert params["checkpoint_dir"] == str(
         (tmp_path / "work").resolve() / "checkpoints" / "expert-0"
     )

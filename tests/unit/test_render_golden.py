@@ -1,4 +1,4 @@
-"""Golden renders of the shipped local and dgx inventories.
+"""Golden renders of the shipped local, local-synthetic and dgx inventories.
 
 A change to any rendered byte shows up here as a diff to review. After an intended change:
 ``UPDATE_GOLDEN=1 .venv/bin/pytest tests/unit/test_render_golden.py`` and commit tests/golden.
@@ -15,9 +15,11 @@ import pytest
 from tests.unit.render_support import REPO, render
 
 GOLDEN = REPO / "tests" / "golden"
-#: dgx renders 8 identical-but-for-ids repositories and 16 gateway files; keep one of each.
+#: dgx and local render 8 identical-but-for-ids repositories (dgx: 16 gateway files too); keep
+#: one of each. local-synthetic is small: all of it.
 _KEEP = {
-    "local": None,
+    "local": ("triton/programming-0/", "nginx/", "gateway/", "ansible/"),
+    "local-synthetic": None,
     "dgx": ("triton/expert-0-0/", "nginx/", "gateway/gateway-0.yaml", "ansible/"),
 }
 
