@@ -3,16 +3,16 @@
 Stand-in (named as such): the NGC Triton image, the gateway image and the NGINX image cannot
 exist here, so every container runs ``expert-deploy/stand-in:test`` (busybox, ``docker
 import``-ed; tests/dockerd.py) with read-only bind mounts of this machine's /usr, /lib, the
-Python installation and the virtualenv that holds the nvidia-pytriton wheel. What runs inside
-is real: the wheel's ``tritonserver``, ``python -m router_service``, Debian's ``nginx``, all on
-host networking; readiness is a real one-token inference.
+Python installation and the virtualenv that holds the nvidia-pytriton wheel
+(tests/support/docker_stand_in.py). What runs inside is real: the wheel's ``tritonserver``,
+``python -m router_service``, Debian's ``nginx``, all on host networking; readiness is a real
+one-token inference. The memlock limit is the host's: runc here refuses unlimited (see
+test_unlimited_memlock_refused_here_...).
 """
 
 from __future__ import annotations
 
-import resource
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,24 +24,18 @@ from expert_deploy.artifacts.prepare import prepare
 from expert_deploy.errors import LaunchError
 from expert_deploy.inventory import load_inventory
 from expert_deploy.plan.planner import make_plan
-from expert_deploy.runtime.components import Component, components_for
-from expert_deploy.runtime.container_spec import ContainerProfile, DockerOptions, Mount
+from expert_deploy.runtime.components import Component, ComponentKind, components_for
+from expert_deploy.runtime.container_spec import ContainerProfile, DockerOptions
 from expert_deploy.runtime.docker_launcher import DockerLauncher
 from expert_deploy.runtime.readiness import probe_completion
 from expert_deploy.settings import Settings
 from tests.dockerd import STAND_IN_TAG, Dockerd, dockerd_missing_reason, private_dockerd
+from tests.support.docker_stand_in import MEMLOCK, WGET, stand_in_setup
 from tests.support.inventories import materialize
-from tests.support.triton import prepare_backend_dir, pytriton_root
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-# This sandbox's dockerd lacks CAP_SYS_RESOURCE, so runc refuses memlock=-1 ("error setting
-# rlimit type 8", see test_unlimited_memlock_refused_here); the tests keep the host's hard
-# limit. Production keeps -1 (tests/unit/test_docker_launcher.py checks it).
-MEMLOCK = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
-# busybox's wget is the stand-in image's HTTP check (the NGC image has curl).
-WGET = ("/bin/busybox", "wget", "-q", "-O", "/dev/null")
 
 
 @pytest.fixture(scope="module")
@@ -61,46 +55,23 @@ class Deployment:
     launcher: DockerLauncher
 
 
-def _stand_in_mounts(backend: Path) -> list[Mount]:
-    """What the stand-in image lacks: this machine's libraries, Python, virtualenv, checkout."""
-    paths = [Path("/usr"), Path("/lib"), Path("/lib64"), Path(sys.base_prefix), Path(sys.prefix)]
-    paths += [REPO, backend]  # the editable install's sources; Triton's backend directory
-    mounts = [Mount(p.resolve(), str(p)) for p in paths if p.exists()]
-    # NGINX, started as root, runs its workers as "nobody".
-    mounts += [Mount(Path(f), f) for f in ("/etc/passwd", "/etc/group")]
-    return mounts
-
-
-def _stand_in_profiles(backend: Path) -> dict[str, ContainerProfile]:
-    libs = pytriton_root().parent / "nvidia_pytriton.libs"
-    path = f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/bin"
-    tritonserver = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
-    return {
-        "triton": ContainerProfile(
-            STAND_IN_TAG,
-            (str(tritonserver), f"--backend-directory={backend}"),
-            WGET,
-            {"LD_LIBRARY_PATH": str(libs), "PATH": path},
-        ),
-        "gateway": ContainerProfile(STAND_IN_TAG, (sys.executable,), WGET, {"PATH": path}),
-        "nginx": ContainerProfile(STAND_IN_TAG, ("/usr/sbin/nginx",), WGET),
-    }
-
-
 def _deploy(
-    tmp_path: Path, dockerd: Dockerd, *, profiles: dict[str, ContainerProfile] | None = None
+    tmp_path: Path,
+    dockerd: Dockerd,
+    *,
+    profiles: dict[ComponentKind, ContainerProfile] | None = None,
 ) -> Deployment:
     settings = Settings(workdir=tmp_path / "work", data_dir=REPO, docker_host=dockerd.base_url)
     loaded = load_inventory(materialize("local-synthetic", tmp_path), REPO / "engines")
     plan = make_plan(loaded)
     prepared = prepare(settings, loaded, plan)
-    backend = prepare_backend_dir(tmp_path / "backends")
+    stand_in, options, mounts = stand_in_setup(tmp_path)
     launcher = DockerLauncher(
         settings,
         deployment=f"t{tmp_path.name[-12:]}".replace("_", "-").lower(),
-        profiles=profiles or _stand_in_profiles(backend),  # type: ignore[arg-type]
-        options=DockerOptions(memlock_bytes=MEMLOCK, health_interval_s=1.0),
-        extra_mounts=_stand_in_mounts(backend),
+        profiles=profiles or stand_in,
+        options=options,
+        extra_mounts=mounts,
     )
     components = {c.name: c for c in components_for(plan, prepared.rendered)}
     return Deployment(settings, components, launcher)
