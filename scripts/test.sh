@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 
 python3 -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
+.venv/bin/python -m pip install --quiet torch==2.13.0  # the CPU build, before anything pulls CUDA's
 .venv/bin/python -m pip install --quiet -e '.[dev,router,fit,local,bench,build,docker,ansible]'
 
 .venv/bin/ruff check expert_deploy router_service tests scripts
