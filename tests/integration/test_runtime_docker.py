@@ -38,6 +38,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
+API_KEY = "sk-docker-test-7f3a"
+
+
 @pytest.fixture(scope="module")
 def dockerd() -> Iterator[Dockerd]:
     reason = dockerd_missing_reason()
@@ -61,7 +64,13 @@ def _deploy(
     *,
     profiles: dict[ComponentKind, ContainerProfile] | None = None,
 ) -> Deployment:
-    settings = Settings(workdir=tmp_path / "work", data_dir=REPO, docker_host=dockerd.base_url)
+    settings = Settings(
+        workdir=tmp_path / "work",
+        data_dir=REPO,
+        docker_host=dockerd.base_url,
+        # The gateways require this key (local-synthetic's auth names the variable).
+        environ={"EXPERT_DEPLOY_API_KEYS": API_KEY},
+    )
     loaded = load_inventory(materialize("local-synthetic", tmp_path), REPO / "engines")
     plan = make_plan(loaded)
     prepared = prepare(settings, loaded, plan)
@@ -236,9 +245,12 @@ def test_whole_deployment_in_containers_answers_through_nginx(
             started.append(handle)
             launcher.wait_ready(component, handle, budget_s=240)
         nginx = deployment.components["nginx"]
-        result = probe_completion(nginx.address, nginx.ports["listen"], timeout_s=30)
+        port = nginx.ports["listen"]
+        result = probe_completion(nginx.address, port, api_key=API_KEY, timeout_s=30)
         assert result.ok, result.detail
         assert result.expert in {"expert-0", "expert-1", "expert-2"}
+        refused = probe_completion(nginx.address, port, timeout_s=30)
+        assert not refused.ok and "answered 401" in refused.detail
         assert sorted(c.component for c in launcher.list_deployment()) == sorted(
             deployment.components
         )
@@ -246,3 +258,8 @@ def test_whole_deployment_in_containers_answers_through_nginx(
         for handle in reversed(started):
             launcher.stop(handle, grace_s=5)
     assert launcher.list_deployment() == []
+    # The key reached the gateway containers only through their environment.
+    work = deployment.settings.workdir
+    files = [f for f in work.rglob("*") if f.is_file() and not f.is_symlink()]
+    assert any(f.parent.name == "logs" for f in files)
+    assert not [f for f in files if API_KEY.encode() in f.read_bytes()]
