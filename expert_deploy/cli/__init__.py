@@ -16,7 +16,7 @@ import sys
 
 import typer
 
-from expert_deploy.cli import bench, build, doctor, fetch, inspect, render, router, runtime
+from expert_deploy.cli import bench, build, doctor, fetch, inspect, render, router, runtime, swap
 from expert_deploy.errors import EXIT_USAGE, ExpertDeployError
 
 app = typer.Typer(
@@ -39,6 +39,7 @@ app.command("down")(runtime.down)
 app.command("status")(runtime.status)
 app.command("logs")(runtime.logs)
 app.command("chat")(runtime.chat)
+app.command("swap")(swap.swap)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -76,11 +76,13 @@ def components_for(
     root = rendered.root
     result: list[Component] = []
     for server in plan.servers:
-        extra = (
-            {"artifact": artifact_hashes[server.expert_id]}
-            if server.expert_id in artifact_hashes
-            else {}
+        prefix = f"triton/{server.name}"
+        # Without an engine or checkpoint (synthetic experts) the model repository itself is
+        # what the expert runs, so its digest is the artifact identity swap and status show.
+        artifact = artifact_hashes.get(server.expert_id) or "repo:" + _hash_files(
+            rendered, prefix, {}
         )
+        extra = {"artifact": artifact}
         result.append(
             Component(
                 name=f"triton/{server.name}",
@@ -88,7 +90,17 @@ def components_for(
                 host=server.host,
                 address=server.address,
                 config_path=root / "triton" / server.name,
-                config_hash=_hash_files(rendered, f"triton/{server.name}", extra),
+                # Ports, GPUs and address are tritonserver's argv, not files: fold them in so
+                # a server asked to move is restarted rather than kept on its old ports.
+                config_hash=_hash_files(
+                    rendered,
+                    prefix,
+                    {
+                        **extra,
+                        "argv": f"{server.address} {server.http_port} {server.grpc_port} "
+                        f"{server.metrics_port} {server.device} {list(server.gpus)}",
+                    },
+                ),
                 ports={
                     "http": server.http_port,
                     "grpc": server.grpc_port,

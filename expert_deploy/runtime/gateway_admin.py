@@ -48,6 +48,15 @@ class GatewayAdmin:
                 return int(expert.get("inflight", 0))
         raise GatewayAdminError(f"{self.name} does not know expert {expert_id!r}")
 
+    def upstreams_healthy(self, expert_id: str) -> bool:
+        """Whether every server of ``expert_id`` passed this replica's last health probe."""
+        snapshot = self._call("GET", "/admin/experts")
+        for expert in snapshot.get("experts", []):
+            if expert.get("id") == expert_id:
+                servers = expert.get("upstreams", [])
+                return bool(servers) and all(s.get("state") == "healthy" for s in servers)
+        raise GatewayAdminError(f"{self.name} does not know expert {expert_id!r}")
+
     def generation(self) -> int:
         return int(self._call("GET", "/admin/generation")["generation"])
 
@@ -91,4 +100,17 @@ def wait_drained(
         left = sum(admin.inflight(expert_id) for admin in admins)
         if left == 0 or time.monotonic() >= end:
             return left
+        time.sleep(interval_s)
+
+
+def wait_healthy(
+    admins: list[GatewayAdmin], expert_id: str, *, deadline_s: float, interval_s: float = 0.1
+) -> list[str]:
+    """Wait until every replica's probes see ``expert_id``'s servers healthy; return the
+    replicas that still do not at the deadline (empty when all do)."""
+    end = time.monotonic() + deadline_s
+    while True:
+        lagging = [a.name for a in admins if not a.upstreams_healthy(expert_id)]
+        if not lagging or time.monotonic() >= end:
+            return lagging
         time.sleep(interval_s)

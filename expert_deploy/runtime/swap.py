@@ -29,14 +29,17 @@ from expert_deploy.artifacts.prepare import prepare
 from expert_deploy.errors import ExpertDeployError, UsageError
 from expert_deploy.inventory.loader import LoadedInventory
 from expert_deploy.plan.planner import Plan
+from expert_deploy.runtime.apply import Phase, start_component, wait_component
 from expert_deploy.runtime.components import Component, components_for
 from expert_deploy.runtime.diff import spec_hashes
-from expert_deploy.runtime.gateway_admin import GatewayAdmin, wait_drained
-from expert_deploy.runtime.launcher import Handle, Launcher
+from expert_deploy.runtime.gateway_admin import GatewayAdmin, wait_drained, wait_healthy
+from expert_deploy.runtime.launcher import Launcher
 from expert_deploy.runtime.state import ComponentRecord, DeploymentState, StateError, StateStore
 from expert_deploy.settings import Settings
 
 Progress = Callable[[str], None]
+#: How long to wait for the gateways' health probes to see a (re)started server.
+HEALTHY_DEADLINE_S = 30.0
 
 
 class SwapError(ExpertDeployError):
@@ -130,12 +133,18 @@ def swap_expert(
                 launcher, store, state,
                 new=new, old=old, kept=rollback, progress=progress, grace_s=grace_s,
             )  # fmt: skip
+            wait_healthy(admins, expert_id, deadline_s=HEALTHY_DEADLINE_S)
             for admin in admins:
                 admin.undrain(expert_id)
             raise SwapError(
                 f"swap of {expert_id} failed and was rolled back; the previous version serves "
                 f"again. Cause: {failure}"
             ) from failure
+        # Re-admit once every replica's own probes see the new server: until then a replica's
+        # breaker may still hold the downtime against it and send the cluster elsewhere anyway.
+        lagging = wait_healthy(admins, expert_id, deadline_s=HEALTHY_DEADLINE_S)
+        if lagging:
+            progress(f"{', '.join(lagging)} still probing {expert_id}; re-admitting anyway")
         for admin in admins:
             admin.undrain(expert_id)
         generation = state.generation + 1
@@ -151,29 +160,6 @@ def swap_expert(
             expert_id, "swapped", old_hashes, new_hashes, generation,
             time.monotonic() - started, abandoned=abandoned, pending=pending,
         )  # fmt: skip
-
-
-Phase = Literal["starting", "ready", "draining", "swapping"]
-
-
-def record_for(component: Component, handle: Handle, phase: Phase) -> ComponentRecord:
-    """The state's record of a component ``handle`` names."""
-    return ComponentRecord(
-        name=component.name,
-        kind=component.kind,
-        host=component.host,
-        launcher=handle.launcher,
-        ref=handle.ref,
-        log_path=str(handle.log_path) if handle.log_path else None,
-        ports=dict(component.ports),
-        expert_id=component.expert_id,
-        gpus=list(component.gpus),
-        config_hash=component.config_hash,
-        spec_hash=component.spec_hash,
-        artifact_hash=component.extra_hashes.get("artifact", component.config_hash),
-        phase=phase,
-        started_at=time.time(),
-    )
 
 
 def _old_records(
@@ -240,12 +226,8 @@ def _start_all(
     """Launch each component, record it at once, then wait for a real inference."""
     for component in components:
         progress(f"starting {component.name}")
-        handle = launcher.launch(component)
-        state.components[component.name] = record_for(component, handle, "starting")
-        store.save(state)
-        launcher.wait_ready(component, handle, budget_s=component.startup_budget_s)
-        state.components[component.name] = record_for(component, handle, "ready")
-        store.save(state)
+        record = start_component(launcher, component, state, store)
+        wait_component(launcher, component, record, state, store)
 
 
 def _roll_back(
