@@ -53,6 +53,7 @@ def up(inventory: InventoryOpt, workdir: WorkdirOpt = None) -> None:
     from expert_deploy.runtime.components import components_for
     from expert_deploy.runtime.diff import spec_hashes
     from expert_deploy.runtime.launchers import launcher_for
+    from expert_deploy.runtime.swap import sync_generation
 
     planned = load_and_plan(inventory, workdir)
     settings, loaded, plan = planned.settings, planned.loaded, planned.plan
@@ -99,6 +100,8 @@ def up(inventory: InventoryOpt, workdir: WorkdirOpt = None) -> None:
                 if not state.components:
                     store.remove()  # nothing runs: leave no deployment behind
                 raise
+            for name in sync_generation(state, loaded, settings, prepared.rendered.root):
+                console.print(f"  {name}: routing table set to generation {state.generation}")
     count = len(state.components)
     if not result.changed:
         print(f"nothing to do: {count} components running and ready")

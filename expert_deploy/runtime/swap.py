@@ -279,3 +279,22 @@ def _routing_table(rendered: Path, generation: int) -> dict[str, object]:
     table = dict(config["routing"])
     table["generation"] = generation
     return table
+
+
+def sync_generation(
+    state: DeploymentState, loaded: LoadedInventory, settings: Settings, rendered: Path
+) -> list[str]:
+    """Bring every gateway replica to the state's routing generation; return those moved.
+
+    A replica (re)started by ``up`` after a swap reads generation 1 from its rendered config;
+    the table is the same, only the generation is behind, so it gets the table again at the
+    state's generation instead of a restart.
+    """
+    if state.generation <= 1:
+        return []
+    moved = []
+    for admin in _admins(state, loaded, settings):
+        if admin.generation() < state.generation:
+            admin.replace_table(_routing_table(rendered, state.generation))
+            moved.append(admin.name)
+    return moved

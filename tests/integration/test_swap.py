@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -157,6 +158,14 @@ def test_swap_under_load_fails_no_request(deployed: tuple[Path, Path]) -> None:
 
     again = _cli("swap", "--inventory", str(inventory), "expert-1", workdir=workdir)
     assert again.returncode == 0 and "nothing to swap" in again.stdout
+
+    # A gateway that dies after the swap comes back at the swapped generation, not at 1.
+    os.kill(int(after.components["gateway/0"].ref.split(":")[0]), signal.SIGKILL)
+    up = _cli("up", "--inventory", str(inventory), workdir=workdir)
+    assert up.returncode == 0, up.stdout + up.stderr
+    restarted = _state(workdir).components["gateway/0"]
+    assert restarted.ref != after.components["gateway/0"].ref
+    assert _generation(restarted.ports["admin"]) == after.generation
 
 
 def test_swap_that_cannot_start_rolls_back(deployed: tuple[Path, Path]) -> None:
