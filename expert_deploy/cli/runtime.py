@@ -68,7 +68,7 @@ def up(inventory: InventoryOpt, workdir: WorkdirOpt = None) -> None:
             artifact_hashes=prepared.artifact_hashes,
             spec_hashes=spec_hashes(loaded, plan, settings.data_dir),
         )
-        launcher = launcher_for(loaded.inventory.runtime.kind, settings)
+        launcher = launcher_for(loaded.inventory.runtime.kind, settings, loaded)
         desired = _without_missing_nginx(launcher, desired, console)
         now = time.time()
         state = store.load() or DeploymentState(
@@ -364,7 +364,12 @@ def _follow(paths: list[Path], *, labelled: bool) -> None:
 
 
 def _ref_pid(record: ComponentRecord) -> str:
-    return record.ref.split(":", 1)[0] if record.launcher == "process" else record.ref[:12]
+    """A short handle for the table: PID, container id prefix, or host of an Ansible unit."""
+    if record.launcher == "process":
+        return record.ref.split(":", 1)[0]
+    if record.launcher == "ansible":
+        return f"on {record.host}"
+    return record.ref[:12]
 
 
 def _ports_text(ports: dict[str, int]) -> str:

@@ -31,7 +31,7 @@ def swap(
     planned = load_and_plan(inventory, workdir)
     settings, loaded = planned.settings, planned.loaded
     console = Console(stderr=True)
-    launcher = launcher_for(loaded.inventory.runtime.kind, settings)
+    launcher = launcher_for(loaded.inventory.runtime.kind, settings, loaded)
     with console.status(f"swapping {expert}", spinner="dots") as status:
         result = swap_expert(
             settings,
