@@ -50,6 +50,8 @@ class NginxPlacement:
     host: str
     address: str
     listen_port: int
+    #: gRPC listener (``nginx.grpc_listen_port``, else listen_port + 1).
+    grpc_port: int
 
 
 def place_gpus(
@@ -263,6 +265,12 @@ def assign_ports(
         gateways.append(placement)
     nginx = None
     if inventory.nginx.enabled:
-        nginx = NginxPlacement(gateway_host.name, gateway_host.address, inventory.nginx.listen_port)
+        spec_nginx = inventory.nginx
+        grpc = spec_nginx.grpc_listen_port or spec_nginx.listen_port + 1
+        nginx = NginxPlacement(
+            gateway_host.name, gateway_host.address, spec_nginx.listen_port, grpc
+        )
         claim(gateway_host.name, nginx.listen_port, "nginx", ("nginx", "listen_port"))
+        grpc_field = "grpc_listen_port" if spec_nginx.grpc_listen_port else "listen_port"
+        claim(gateway_host.name, grpc, "nginx (grpc)", ("nginx", grpc_field))
     return servers, gateways, nginx, findings

@@ -152,7 +152,7 @@ def render_deployment(
         staging.add_text("nginx/nginx.conf", render_nginx(env, context))
         nginx_grpc = grpc_listen_port(inventory)
         notes.append(
-            f"nginx: gRPC on port {nginx_grpc} (listen_port + 1); the runtime creates "
+            f"nginx: gRPC on port {nginx_grpc}; the runtime creates "
             f"{runtime_dir}/logs and temp/ before starting it"
         )
     configs = {}

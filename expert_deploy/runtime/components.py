@@ -142,7 +142,7 @@ def components_for(
                 address=plan.nginx.address,
                 config_path=root / "nginx" / "nginx.conf",
                 config_hash=_hash_files(rendered, "nginx/nginx.conf", {}),
-                ports={"listen": plan.nginx.listen_port},
+                ports={"listen": plan.nginx.listen_port, "grpc": plan.nginx.grpc_port},
                 startup_budget_s=gateway_budget_s,
             )
         )

@@ -58,7 +58,7 @@ _PORT_FIELDS = {
     ("gateway", "grpc"): "gateway.grpc_base_port",
     ("gateway", "admin"): "gateway.admin_base_port",
     ("nginx", "listen"): "nginx.listen_port",
-    ("nginx", "grpc"): "nginx.listen_port (gRPC is listen_port + 1)",
+    ("nginx", "grpc"): "nginx.grpc_listen_port (default listen_port + 1)",
 }
 _INSTALL_HINT = {
     "triton": "install Triton (NGC image, /opt/tritonserver) or "
@@ -338,9 +338,6 @@ def check_ports_free(component: Component) -> None:
     """
     host = component.address or "127.0.0.1"
     ports = dict(component.ports)
-    if component.kind == "nginx":
-        # render/nginx.py grpc_listen_port: NGINX's gRPC listener is listen_port + 1.
-        ports.setdefault("grpc", ports["listen"] + 1)
     for name, port in ports.items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
