@@ -30,7 +30,7 @@ from expert_deploy.errors import CheckpointError, ExpertDeployError
 from expert_deploy.inventory.models import GeneratedModel, ModelSource
 
 #: Bump when the files this module writes change for the same inputs.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 
 BOS = "<|begin_of_text|>"
 EOS = "<|end_of_text|>"
@@ -170,6 +170,10 @@ def _random_model(spec: GeneratedModel, tokenizer: Any) -> Any:
         pad_token_id=tokenizer.convert_tokens_to_ids(EOS),
     )
     model: Any = LlamaForCausalLM(config)
+    # Random weights pick any token; a lone byte of a multi-byte character (or a control
+    # byte) then prints as "\ufffd". The corpus is ASCII, so only these bare byte tokens can
+    # do that: generate() is told never to pick them (generation_config.json).
+    model.generation_config.suppress_tokens = _unprintable_tokens(tokenizer)
     # Redraw every weight from a private generator, in name order: the bytes then depend
     # only on the seed, even when several checkpoints are made in parallel threads (the
     # global RNG transformers initialises from is shared by all of them).
@@ -181,6 +185,18 @@ def _random_model(spec: GeneratedModel, tokenizer: Any) -> Any:
             else:
                 parameter.normal_(0.0, WEIGHT_STD, generator=generator)
     return model.eval()
+
+
+def _unprintable_tokens(tokenizer: Any) -> list[int]:
+    """Ids of tokens that decode, alone, to U+FFFD or a control character other than \\n."""
+    decoder = tokenizer.backend_tokenizer.decoder
+    special = set(tokenizer.all_special_ids)
+    ids = []
+    for token, token_id in sorted(tokenizer.get_vocab().items(), key=lambda item: item[1]):
+        text = decoder.decode([token])
+        if token_id not in special and any(c == "\ufffd" or (c < " " and c != "\n") for c in text):
+            ids.append(token_id)
+    return ids
 
 
 def write_checkpoint(spec: GeneratedModel, texts: list[str], target: Path) -> None:

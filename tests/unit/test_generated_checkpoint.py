@@ -229,3 +229,19 @@ def test_fetch_all_reports_a_generation_failure_per_expert(tmp_path: Path) -> No
         fetch_all(inventory.experts[:1], settings)
     assert set(caught.value.failures) == {"astronomy"}
     assert "tokenizer corpus" in str(caught.value)
+
+
+def test_random_weights_never_print_broken_characters(made: Checkpoint) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(made.path)
+    model = AutoModelForCausalLM.from_pretrained(made.path)
+    assert model.generation_config.suppress_tokens  # the bare byte tokens
+    inputs = tokenizer("Plan a trip to the island", return_tensors="pt")
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        out = model.generate(**inputs, max_new_tokens=200, do_sample=True, temperature=1.5, top_k=0)
+    text = tokenizer.decode(out[0][inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    assert text and "\ufffd" not in text
+    assert all(c >= " " or c == "\n" for c in text)
