@@ -30,9 +30,11 @@ prompt the same way.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
+import mmap
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -136,9 +138,11 @@ class RouterArrays:
             arrays["scaler_scale"] = self.scaler_scale
         return arrays
 
-    @property
+    @functools.cached_property
     def content_hash(self) -> str:
-        """``sha256:<hex>`` over settings, vocabulary and arrays."""
+        """``sha256:<hex>`` over settings, vocabulary and arrays, computed once per instance."""
+        # Once: hashing an 800 MB projection again costs seconds and pulls every mapped page
+        # back into the process.
         return _content_hash(self.settings_json(), _vocabulary_bytes(self.vocabulary), self)
 
     def save(self, directory: Path) -> str:
@@ -227,7 +231,28 @@ class RouterArrays:
                 f"{directory}: content hash mismatch (recorded {recorded}, files give {actual}); "
                 "the artifact was modified or is incomplete: copy or re-create it"
             )
+        # Equal to what the property computes: the recorded hash was made from canonical bytes.
+        loaded.__dict__["content_hash"] = actual
+        if mmap:
+            for array in arrays.values():
+                _release_mapped_pages(array)
         return loaded
+
+
+def _release_mapped_pages(array: ProjectionArray) -> None:
+    """Drop the pages the hash check read from this process's resident set.
+
+    They stay in the page cache (shared with every replica mapping the file), so serving reads
+    them back without disk I/O; only the rows of terms that prompts contain come back into this
+    process. MADV_RANDOM stops read-ahead from pulling whole neighbourhoods of rows per lookup.
+    """
+    mapping = getattr(array, "_mmap", None)  # numpy.memmap keeps its mmap.mmap here
+    if mapping is None or not hasattr(mapping, "madvise"):
+        return
+    for advice in ("MADV_DONTNEED", "MADV_RANDOM"):
+        flag = getattr(mmap, advice, None)
+        if flag is not None:
+            mapping.madvise(flag)
 
 
 def _validate(arrays: RouterArrays) -> None:
