@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections import Counter
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -12,6 +14,9 @@ from expert_deploy.cli._options import InventoryOpt, JsonOpt, WorkdirOpt
 from expert_deploy.errors import Problem
 from expert_deploy.inventory import LoadedInventory
 from expert_deploy.plan.planner import Plan
+
+if TYPE_CHECKING:
+    from expert_deploy.runtime.diff import Change
 
 
 def _print_warnings(loaded: LoadedInventory, plan: Plan) -> None:
@@ -52,16 +57,50 @@ def _check_lock(planned: Planned) -> None:
         refuse(path, inventory_disagreements(planned.loaded, planned.plan, lock, engines_dir))
 
 
+def _state_changes(planned: Planned) -> list[Change] | None:
+    """What ``up`` would change in this work dir's deployment; ``None`` when none runs here."""
+    from expert_deploy.runtime.diff import diff, spec_hashes
+    from expert_deploy.runtime.state import StateStore
+
+    state = StateStore(planned.settings.workdir).load()
+    if state is None or state.deployment != planned.plan.name:
+        return None
+    desired = spec_hashes(planned.loaded, planned.plan, planned.settings.data_dir)
+    return diff(desired, state)
+
+
 def plan(inventory: InventoryOpt, workdir: WorkdirOpt = None, as_json: JsonOpt = False) -> None:
-    """Show where every expert runs, its ports, and whether it fits in GPU memory."""
+    """Show where every expert runs, its ports, whether it fits in GPU memory, and — when it
+    is deployed from this work dir — what `up` would change (exit 2 when something would)."""
     planned = load_and_plan(inventory, workdir)
     _check_lock(planned)
     loaded, the_plan = planned.loaded, planned.plan
+    changes = _state_changes(planned)
     if as_json:
-        print(json.dumps(the_plan.to_json(), indent=2))
-        return
+        document = the_plan.to_json()
+        if changes is not None:
+            document["changes"] = [
+                {"action": c.action, "component": c.name, "reason": c.reason} for c in changes
+            ]
+        print(json.dumps(document, indent=2))
+        raise typer.Exit(2 if changes else 0)
     _print_warnings(loaded, the_plan)
     from expert_deploy.cli._plan_table import print_plan
 
     print_plan(loaded, the_plan)
-    raise typer.Exit(0)
+    if changes is None:
+        raise typer.Exit(0)
+    if not changes:
+        print(f"deployed from {planned.settings.workdir}: no changes; it matches the inventory")
+        raise typer.Exit(0)
+    print(f"changes against the deployment in {planned.settings.workdir}:")
+    width = max(len(c.action) for c in changes)
+    for change in changes:
+        print(f"  {change.action:<{width}}  {change.name}  ({change.reason})")
+    counts = Counter(c.action for c in changes)
+    summary = ", ".join(f"{counts[a]} {_WORDS[a]}" for a in ("+", "~", "-/+", "-") if counts[a])
+    print(f"{summary}; `expert-deploy up` applies them (or `swap` for one expert)")
+    raise typer.Exit(2)
+
+
+_WORDS = {"+": "to add", "~": "to update in place", "-/+": "to replace", "-": "to remove"}

@@ -40,13 +40,13 @@ class Change:
 def spec_hashes(loaded: LoadedInventory, plan: Plan, data_dir: Path) -> dict[str, str]:
     """Component name → spec hash for every component ``plan`` has."""
     inventory = loaded.inventory
-    toolchain = loaded.toolchain.model_dump(mode="json")
+    toolchain = loaded.toolchain.model_dump()
     router = _router_identity(inventory.router)
     hashes: dict[str, str] = {}
     for server in plan.servers:
         expert = inventory.expert(server.expert_id)
         assert expert is not None  # the plan only holds the inventory's experts
-        settings = expert.model_dump(mode="json", exclude={"replicas"})
+        settings = expert.model_dump(exclude={"replicas"})
         hashes[f"triton/{server.name}"] = _digest(
             {
                 "expert": settings,
@@ -126,8 +126,21 @@ def _router_identity(spec: RouterSpec) -> dict[str, Any]:
     return identity
 
 
+def _canonical(value: object) -> object:
+    """JSON-ready and independent of hash randomization: sets become sorted lists."""
+    if isinstance(value, dict):
+        return {str(k): _canonical(v) for k, v in value.items()}
+    if isinstance(value, set | frozenset):
+        return sorted(str(v) for v in value)
+    if isinstance(value, list | tuple):
+        return [_canonical(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)
+
+
 def _digest(value: object) -> str:
-    data = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+    data = json.dumps(_canonical(value), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(data.encode()).hexdigest()
 
 

@@ -135,9 +135,17 @@ def test_swap_under_load_fails_no_request(deployed: tuple[Path, Path]) -> None:
     refs = {name: record.ref for name, record in before.components.items()}
     with Load(_nginx_url(before), _prompts()) as load:
         time.sleep(2.0)
+        unchanged = _cli("plan", "--inventory", str(inventory), workdir=workdir)
         _set_expert(inventory, 1, synthetic={"ttft_ms": 10, "tpot_ms": 2, "tokens": 24})
+        changed = _cli("plan", "--inventory", str(inventory), workdir=workdir)
         swap = _cli("swap", "--inventory", str(inventory), "expert-1", workdir=workdir)
         time.sleep(2.0)
+        after_swap = _cli("plan", "--inventory", str(inventory), workdir=workdir)
+    # plan against the deployed state, Terraform's exit codes: 0 nothing to do, 2 changes.
+    assert unchanged.returncode == 0 and "no changes" in unchanged.stdout, unchanged.stdout
+    assert changed.returncode == 2, changed.stdout + changed.stderr
+    assert "-/+  triton/expert-1-0" in changed.stdout and "1 to replace" in changed.stdout
+    assert after_swap.returncode == 0, after_swap.stdout
     assert swap.returncode == 0, swap.stdout + swap.stderr
     assert "swapped expert-1" in swap.stdout
     assert load.failures == []

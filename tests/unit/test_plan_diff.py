@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -116,3 +119,26 @@ def test_unready_component_is_reported(inventory: Path) -> None:
     state = _state(hashes)
     state.components["nginx"] = state.components["nginx"].model_copy(update={"phase": "starting"})
     assert [(c.action, c.name) for c in diff(hashes, state)] == [("~", "nginx")]
+
+
+def test_spec_hashes_do_not_depend_on_hash_randomization(inventory: Path) -> None:
+    """The toolchain holds frozensets: their order must not leak into the digest."""
+    code = (
+        "import sys; from pathlib import Path; from expert_deploy.inventory import load_inventory;"
+        "from expert_deploy.plan.planner import make_plan;"
+        "from expert_deploy.runtime.diff import spec_hashes;"
+        "from expert_deploy.settings import Settings; s = Settings.from_environ({});"
+        "l = load_inventory(Path(sys.argv[1]), s.engines_dir);"
+        "print(sorted(spec_hashes(l, make_plan(l, None), s.data_dir).items()))"
+    )
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code, str(inventory)],
+            env={**os.environ, "PYTHONHASHSEED": seed},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for seed in ("1", "2", "3")
+    }
+    assert len(outputs) == 1
