@@ -68,7 +68,7 @@ from router_service.routing_table import (
     pick_least_loaded,
 )
 from router_service.triton_codec import SamplingParams, build_infer_request, decode_stream_response
-from router_service.upstream import Upstream, UpstreamKey
+from router_service.upstream import Upstream, UpstreamKey, send_request
 
 LOGGER = logging.getLogger("router_service")
 
@@ -296,8 +296,9 @@ class Dispatcher:
             names=self.config.tensors,
         )
         sent_at = time.perf_counter()
-        call = upstream.open_stream(infer_request)
+        call = upstream.open_stream()
         try:
+            await send_request(call, infer_request)
             message = await read_message(call, timeouts.first_token_s)
         except TimeoutError as exc:
             call.cancel()

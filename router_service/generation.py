@@ -105,7 +105,12 @@ class Generation:
         self._text_output = text_output
         self._metrics = metrics
         self._overhead_s: float | None = None
-        metrics.inflight.labels(expert_id).inc()
+        # Labelled children looked up once per request, not per chunk: labels() takes a lock
+        # and builds a key every call.
+        self._tokens_counter = metrics.tokens_total.labels(expert_id)
+        self._chunks_counter = metrics.chunks_total.labels(expert_id)
+        self._inflight_gauge = metrics.inflight.labels(expert_id)
+        self._inflight_gauge.inc()
 
     @property
     def finish_reason(self) -> Literal["stop", "length"]:
@@ -173,8 +178,8 @@ class Generation:
 
     def _count(self, chunk: Chunk) -> Chunk:
         self.completion_tokens += chunk.token_count
-        self._metrics.tokens_total.labels(self.expert_id).inc(chunk.token_count)
-        self._metrics.chunks_total.labels(self.expert_id).inc()
+        self._tokens_counter.inc(chunk.token_count)
+        self._chunks_counter.inc()
         return chunk
 
     async def aclose(self) -> None:
@@ -188,5 +193,5 @@ class Generation:
         if not self._call.done():
             self._call.cancel()
         self._upstream.release()
-        self._metrics.inflight.labels(self.expert_id).dec()
+        self._inflight_gauge.dec()
         self._metrics.requests_total.labels(self.expert_id, outcome).inc()

@@ -25,6 +25,7 @@ from router_service.config import GatewayConfig
 from router_service.dispatch import Dispatcher, GenerateRequest, Generation
 from router_service.errors import BadRequestError, GatewayError, NotFoundError, PayloadTooLargeError
 from router_service.openai_api import (
+    ChunkEncoder,
     ParsedRequest,
     chunk_event,
     estimate_tokens,
@@ -201,10 +202,13 @@ class HttpFrontEnd:
                 usage=usage,
             )
 
+        encoder = ChunkEncoder(
+            kind=parsed.kind, response_id=response_id, created=created, model=parsed.model
+        )
         is_first = True
         try:
             async for chunk in generation:
-                yield event(chunk.text, is_first=is_first)
+                yield encoder.token(chunk.text, is_first=is_first)
                 is_first = False
             yield event(
                 None if parsed.kind == "chat" else "",

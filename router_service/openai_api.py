@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -20,6 +21,7 @@ from router_service.errors import BadRequestError
 from router_service.triton_codec import SamplingParams
 
 __all__ = [
+    "ChunkEncoder",
     "ParsedRequest",
     "chunk_event",
     "estimate_tokens",
@@ -276,6 +278,39 @@ def chunk_event(
     if usage is not None:
         body["usage"] = usage
     return b"data: " + json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n\n"
+
+
+class ChunkEncoder:
+    """Encodes the token events of one stream: the same bytes as :func:`chunk_event`, faster.
+
+    Everything in a token event except the text is fixed for the stream (id, created, model,
+    object), so the JSON around the text is rendered once, from :func:`chunk_event` itself, and
+    each token costs one string escape and a concatenation instead of building and encoding a
+    dict. The end, usage and error events are rare and still go through :func:`chunk_event`.
+    """
+
+    _MARK = "\x00expert-router-text\x00"
+
+    def __init__(self, *, kind: str, response_id: str, created: int, model: str) -> None:
+        def template(*, is_first: bool) -> tuple[bytes, bytes]:
+            rendered = chunk_event(
+                kind=kind,
+                response_id=response_id,
+                created=created,
+                model=model,
+                text=self._MARK,
+                is_first=is_first,
+            )
+            head, _, tail = rendered.partition(encode_basestring_ascii(self._MARK).encode())
+            return head, tail
+
+        self._first = template(is_first=True)
+        self._next = template(is_first=False)
+
+    def token(self, text: str, *, is_first: bool) -> bytes:
+        """The ``data:`` event carrying ``text``."""
+        head, tail = self._first if is_first else self._next
+        return head + encode_basestring_ascii(text).encode() + tail
 
 
 def response_body(

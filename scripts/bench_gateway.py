@@ -10,9 +10,16 @@ first) over these paths:
 * ``gw-grpc``: gRPC ModelStreamInfer through the gateway's KServe v2 front end,
 * ``nginx-http``: OpenAI SSE through NGINX in front of two gateway replicas (if nginx exists).
 
-Prints TTFT p50/p99 per path, the TTFT added over the baseline, tokens relayed per CPU-second of
-the gateway process(es) (from /proc/<pid>/stat) and the gateway RSS. Clients run in
-``--clients`` processes (each with its own event loop) once a level has at least 100 streams.
+Prints TTFT p50/p99 per path, the TTFT added over the baseline, the gateway's CPU time per
+request and tokens relayed per CPU-second of the gateway process(es) (from /proc/<pid>/stat),
+and the gateway RSS. Clients run in ``--clients`` processes (each with its own event loop) once
+a level has at least 100 streams. CPU per request is the robust figure on a shared machine:
+latency depends on what else runs, CPU time much less.
+
+``--py-spy DIR`` samples the gateway with py-spy (``pip install py-spy``; needs ptrace) during
+each gateway path and prints the functions with the most own CPU samples. ``--gateway-src DIR``
+runs the gateway from another checkout's ``router_service`` (e.g. ``git archive <commit>``), for
+before/after comparisons under the same load.
 
 Usage: ``.venv/bin/python scripts/bench_gateway.py [--levels 1 100 1000]``
 """
@@ -253,7 +260,13 @@ def main() -> int:
     parser.add_argument("--tpot-ms", type=float, default=2.0)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--no-nginx", action="store_true")
+    parser.add_argument("--paths", nargs="+", help="only these paths (triton always runs)")
+    parser.add_argument("--py-spy", type=Path, help="sample the gateway with py-spy into DIR")
+    parser.add_argument("--gateway-src", type=Path, help="run router_service from this folder")
     args = parser.parse_args()
+    if args.gateway_src is not None:
+        # The gateway runs as `python -m router_service` from this folder (sys.path[0] = cwd).
+        os.chdir(args.gateway_src)
 
     root = Path(tempfile.mkdtemp(prefix="bench_gateway_"))
     started: list[Any] = []
@@ -318,6 +331,8 @@ def main() -> int:
         ]
         if nginx_url is not None:
             paths.append(("nginx-http", nginx_url, "expert-router", gateways))
+        if args.paths:
+            paths = [p for p in paths if p[0] == "triton" or p[0] in args.paths]
         print(
             f"synthetic model: ttft {args.ttft_ms} ms, tpot {args.tpot_ms} ms,"
             f" {args.tokens} tokens;"
@@ -327,7 +342,8 @@ def main() -> int:
         )
         header = (
             f"{'level':>5} {'path':<10} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
-            f" {'p50ms':>7} {'p99ms':>7} {'+p50':>6} {'+p99':>7} {'tok/cpu-s':>9} {'rssMiB':>7}"
+            f" {'p50ms':>7} {'p99ms':>7} {'+p50':>6} {'+p99':>7} {'cpu ms/req':>10}"
+            f" {'tok/cpu-s':>9} {'rssMiB':>7}"
         )
         print(header, flush=True)
         ctx = multiprocessing.get_context("fork")
@@ -336,25 +352,30 @@ def main() -> int:
                 base: dict[str, Any] | None = None
                 for name, target, model, procs in paths:
                     pids = [g.process.pid for g in procs if g.process is not None]
+                    spy = _start_py_spy(args, pids, level, name) if name != "triton" else None
                     cpu0 = sum(_cpu_seconds(p) for p in pids)
                     result = run_level(pool, name, target, model, level, args)
                     cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
+                    if spy is not None:
+                        _print_py_spy(*spy)
                     rss = sum(_rss_mib(p) for p in pids)
                     if name == "triton":
                         base = result
                         added50 = added99 = "-"
-                        tok_cpu = rss_text = "-"
+                        tok_cpu = rss_text = cpu_req = "-"
                     else:
                         assert base is not None
                         added50 = f"{result['p50_ms'] - base['p50_ms']:.2f}"
                         added99 = f"{result['p99_ms'] - base['p99_ms']:.2f}"
                         tok_cpu = f"{result['tokens'] / cpu:.0f}" if cpu > 0 else "n/a"
                         rss_text = f"{rss:.0f}"
+                        cpu_req = f"{1000 * cpu / max(1, result['done']):.3f}"
                     rate = result["done"] / result["elapsed"] if result["elapsed"] else 0.0
                     print(
                         f"{level:>5} {name:<10} {result['clients']:>2} {result['done']:>5}"
                         f" {result['errors']:>4} {rate:>7.1f} {result['p50_ms']:>7.2f}"
-                        f" {result['p99_ms']:>7.2f} {added50:>6} {added99:>7} {tok_cpu:>9}"
+                        f" {result['p99_ms']:>7.2f} {added50:>6} {added99:>7} {cpu_req:>10}"
+                        f" {tok_cpu:>9}"
                         f" {rss_text:>7}",
                         flush=True,
                     )
@@ -368,6 +389,42 @@ def main() -> int:
             else:
                 stop_group(item)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _start_py_spy(
+    args: argparse.Namespace, pids: list[int], level: int, name: str
+) -> tuple[Any, Path] | None:
+    if args.py_spy is None or not pids:
+        return None
+    binary = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    args.py_spy.mkdir(parents=True, exist_ok=True)
+    out = args.py_spy / f"{level}-{name}.txt"
+    argv = [binary, "record", "--pid", str(pids[0]), "--rate", "997", "--format", "raw"]
+    argv += ["--nonblocking", "--output", str(out)]
+    process = start_group(argv, env=dict(os.environ), log_path=args.py_spy / "py-spy.log")
+    time.sleep(1.0)  # let it attach before the load starts
+    return process, out
+
+
+def _print_py_spy(process: Any, out: Path, top: int = 18) -> None:
+    """Stop py-spy and print the functions with the most own samples (collapsed stacks).
+
+    py-spy leaves out idle samples by default, so the shares are of the gateway's busy time.
+    """
+    import signal
+
+    process.send_signal(signal.SIGINT)
+    process.wait(timeout=30)
+    own: dict[str, int] = {}
+    total = 0
+    for line in out.read_text().splitlines() if out.exists() else []:
+        stack, _, count = line.rpartition(" ")
+        frame = stack.rsplit(";", 1)[-1]
+        own[frame] = own.get(frame, 0) + int(count)
+        total += int(count)
+    print(f"      py-spy: {total} busy samples; top own-time frames:")
+    for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        print(f"      {100 * count / max(1, total):5.1f}%  {frame[:110]}")
 
 
 def _http_ok(url: str) -> bool:

@@ -8,7 +8,13 @@ import pytest
 
 from router_service.config import ChatPromptConfig, LimitsConfig
 from router_service.errors import BadRequestError
-from router_service.openai_api import chunk_event, estimate_tokens, parse_chat, parse_completion
+from router_service.openai_api import (
+    ChunkEncoder,
+    chunk_event,
+    estimate_tokens,
+    parse_chat,
+    parse_completion,
+)
 
 LIMITS = LimitsConfig(max_prompt_chars=100, max_tokens_cap=50, default_max_tokens=16)
 
@@ -89,3 +95,20 @@ def test_stream_chunks_have_openai_shapes() -> None:
     )  # fmt: skip
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 3
     assert estimate_tokens("") == 1 and estimate_tokens("x" * 9) == 3
+
+
+@pytest.mark.parametrize("kind", ["completion", "chat"])
+@pytest.mark.parametrize("text", ["", " tok", '"quoted"\n\\', "東京 👋", "\x00\x1f\u2028"])
+@pytest.mark.parametrize("is_first", [True, False])
+def test_chunk_encoder_writes_the_same_bytes_as_chunk_event(
+    kind: str, text: str, is_first: bool
+) -> None:
+    fixed = {"kind": kind, "response_id": 'cmpl-"x"', "created": 17, "model": "modèle"}
+    encoder = ChunkEncoder(**fixed)  # type: ignore[arg-type]
+
+    encoded = encoder.token(text, is_first=is_first)
+
+    assert encoded == chunk_event(**fixed, text=text, is_first=is_first)  # type: ignore[arg-type]
+    body = json.loads(encoded[len(b"data: ") :])
+    choice = body["choices"][0]
+    assert (choice["text"] if kind == "completion" else choice["delta"]["content"]) == text
