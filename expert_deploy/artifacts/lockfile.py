@@ -17,7 +17,6 @@ so two builds of one key need not be byte-identical (the key says whether one is
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from expert_deploy.builder.cache import sha256_file
 from expert_deploy.errors import ExpertDeployError
 from expert_deploy.inventory.models import ArtifactSource, CbtmSource, FitSource, RouterSpec
 
@@ -235,14 +235,10 @@ def file_sha256(path: Path) -> str:
     Raises:
         LockError: the file cannot be read.
     """
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_file(path)
     except OSError as error:
         raise LockError(f"cannot read {path} to hash it ({error})") from None
-    return digest.hexdigest()
 
 
 def toolchain_record(loaded: LoadedInventory, engines_dir: Path) -> LockedToolchain:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from expert_deploy.artifacts.corpus import RouterError, read_corpus
+from expert_deploy.builder.cache import sha256_file
 from expert_deploy.inventory.models import ArtifactSource, CbtmSource, FitSource, RouterSpec
 
 _METADATA = "router.json"
@@ -132,11 +133,7 @@ def _check_k(artifact: RouterArtifact, k: int) -> None:
 
 
 def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     try:
-        with path.open("rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+        return sha256_file(path)
     except OSError as error:
         raise RouterError(f"cannot read {path}: {error}") from error
-    return digest.hexdigest()
