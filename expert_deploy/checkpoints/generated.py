@@ -20,6 +20,7 @@ import hashlib
 import json
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,9 @@ from expert_deploy.checkpoints.checkpoint import Checkpoint, sha256_of, snapshot
 from expert_deploy.checkpoints.verify import verify_checkpoint
 from expert_deploy.errors import CheckpointError, ExpertDeployError
 from expert_deploy.inventory.models import GeneratedModel, ModelSource
+
+#: Serialises transformers' process-wide progress-bar switch (see write_checkpoint).
+_PROGRESS_BAR_LOCK = threading.Lock()
 
 #: Bump when the files this module writes change for the same inputs.
 GENERATOR_VERSION = 2
@@ -207,12 +211,14 @@ def write_checkpoint(spec: GeneratedModel, texts: list[str], target: Path) -> No
 
     hf_logging: Any = logging  # untyped in transformers
     target.mkdir(parents=True, exist_ok=True)
-    # save_pretrained draws a progress bar per shard; one tiny shard is not worth a bar.
-    hf_logging.disable_progress_bar()
-    try:
-        model.save_pretrained(target)
-    finally:
-        hf_logging.enable_progress_bar()
+    # save_pretrained draws a progress bar per shard; one tiny shard is not worth a bar. The
+    # switch is process-wide and fetch_all generates in threads: toggle it under one lock.
+    with _PROGRESS_BAR_LOCK:
+        hf_logging.disable_progress_bar()
+        try:
+            model.save_pretrained(target)
+        finally:
+            hf_logging.enable_progress_bar()
     tokenizer.save_pretrained(target)
     _portable_tokenizer_class(target / "tokenizer_config.json")
 
