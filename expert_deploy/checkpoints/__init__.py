@@ -9,6 +9,7 @@ optional dependency (the ``build`` extra).
     hub_errors.py   huggingface_hub / network / disk errors -> one-line CheckpointError
     verify.py       verify_checkpoint: config, tokenizer, shards vs. index, LFS pointers
     batch.py        fetch_all: one download per distinct checkpoint, several in parallel
+    generated.py    generate_checkpoint: a small random-weight Llama made offline (`generate:`)
     progress.py     rich bars fed through huggingface_hub's tqdm_class hook
     record.py       <workdir>/checkpoints.json, written atomically, read by the lockfile
 """
