@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import sysconfig
 from pathlib import Path
 
 _SYSTEM_TRITON = Path("/opt/tritonserver/bin/tritonserver")
@@ -37,6 +38,17 @@ def find_nginx() -> Path | None:
 def pytriton_libs_dir(root: Path) -> Path:
     """Shared libraries the wheel's ``tritonserver`` links against (``nvidia_pytriton.libs``)."""
     return root.parent.parent / "nvidia_pytriton.libs"
+
+
+def wheel_triton_library_path(root: Path) -> str:
+    """``LD_LIBRARY_PATH`` for the wheel's tritonserver and its Python-backend stub.
+
+    The stub links ``libpython3.X.so``; it must be this interpreter's own build, found before
+    any other 3.X on the machine (e.g. a distro one beside a pyenv one), or stdlib extension
+    modules such as ``_ssl`` (imported by transformers) fail on missing symbols.
+    """
+    own = sysconfig.get_config_var("LIBDIR") or ""
+    return ":".join(p for p in (own, str(pytriton_libs_dir(root))) if p)
 
 
 def python_backend_files(root: Path, python_version: str) -> dict[str, Path]:

@@ -499,7 +499,7 @@ class AnsibleLauncher:
                 )
             result["triton_python_backend_files"] = {k: str(v) for k, v in files.items()}
             result["triton_environment"] = {
-                "LD_LIBRARY_PATH": str(binaries.pytriton_libs_dir(root)),
+                "LD_LIBRARY_PATH": binaries.wheel_triton_library_path(root),
                 # The backend stub runs model.py with the first python on PATH: this venv's.
                 "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
             }

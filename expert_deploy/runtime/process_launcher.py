@@ -221,8 +221,8 @@ class ProcessLauncher:
             root = binaries.pytriton_root()
             assert root is not None
             argv.insert(2, f"--backend-directory={self._wheel_backend_dir(root)}")
-            libs = str(binaries.pytriton_libs_dir(root))
-            env["LD_LIBRARY_PATH"] = ":".join(p for p in (env.get("LD_LIBRARY_PATH"), libs) if p)
+            libs = binaries.wheel_triton_library_path(root)
+            env["LD_LIBRARY_PATH"] = ":".join(p for p in (libs, env.get("LD_LIBRARY_PATH")) if p)
             env["PATH"] = ":".join(
                 p for p in (str(Path(sys.executable).parent), env.get("PATH")) if p
             )

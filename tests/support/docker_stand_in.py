@@ -13,6 +13,7 @@ import resource
 import sys
 from pathlib import Path
 
+from expert_deploy.binaries import wheel_triton_library_path
 from expert_deploy.runtime.components import ComponentKind
 from expert_deploy.runtime.container_spec import ContainerProfile, DockerOptions, Mount
 from tests.dockerd import STAND_IN_TAG
@@ -39,7 +40,7 @@ def stand_in_mounts(backend: Path) -> list[Mount]:
 
 def stand_in_profiles(backend: Path) -> dict[ComponentKind, ContainerProfile]:
     """Every kind on the stand-in image, running this machine's binaries."""
-    libs = pytriton_root().parent / "nvidia_pytriton.libs"
+    libs = wheel_triton_library_path(pytriton_root() / "tritonserver")
     path = f"{Path(sys.executable).parent}:/usr/sbin:/usr/bin:/bin"
     tritonserver = pytriton_root() / "tritonserver" / "bin" / "tritonserver"
     return {
@@ -47,7 +48,7 @@ def stand_in_profiles(backend: Path) -> dict[ComponentKind, ContainerProfile]:
             STAND_IN_TAG,
             (str(tritonserver), f"--backend-directory={backend}"),
             WGET,
-            {"LD_LIBRARY_PATH": str(libs), "PATH": path},
+            {"LD_LIBRARY_PATH": libs, "PATH": path},
         ),
         "gateway": ContainerProfile(STAND_IN_TAG, (sys.executable,), WGET, {"PATH": path}),
         "nginx": ContainerProfile(STAND_IN_TAG, ("/usr/sbin/nginx",), WGET),

@@ -17,11 +17,11 @@ import os
 import shutil
 import subprocess
 import sys
-import sysconfig
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from expert_deploy.binaries import wheel_triton_library_path
 from tests.support.ports import free_ports
 from tests.support.processes import kill_group, start_group, stop_group, wait_until
 
@@ -55,11 +55,8 @@ def prepare_backend_dir(target: Path) -> Path:
 def tritonserver_env() -> dict[str, str]:
     """Environment for tritonserver: wheel libraries on LD_LIBRARY_PATH, our venv first on PATH."""
     env = dict(os.environ)
-    libs = str(pytriton_root().parent / "nvidia_pytriton.libs")
-    # The stub links libpython3.X.so: this interpreter's, not another 3.X the loader finds first
-    # (its stdlib extensions, e.g. _ssl that transformers imports, need matching symbols).
-    own = sysconfig.get_config_var("LIBDIR") or ""
-    env["LD_LIBRARY_PATH"] = ":".join(p for p in (own, env.get("LD_LIBRARY_PATH", ""), libs) if p)
+    libs = wheel_triton_library_path(pytriton_root() / "tritonserver")
+    env["LD_LIBRARY_PATH"] = ":".join(p for p in (libs, env.get("LD_LIBRARY_PATH", "")) if p)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
     return env
 
