@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--loop",
         choices=("auto", "asyncio", "uvloop"),
-        default="auto",
+        default="asyncio",
         help="event loop to run on; auto = uvloop when installed (the router extra has it)",
     )
     args = parser.parse_args(argv)
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     environ = dict(os.environ)
     loop = args.loop
     if loop == "auto":
-        # uvloop: cheaper callbacks and I/O. On a shared 2-core box the gRPC front end's CPU per
-        # request came out ~15 % lower with it (3 noisy runs each, scripts/bench_gateway.py),
-        # the HTTP one unchanged; plain asyncio stays the fallback.
+        # Not the default: on a shared 2-core box (3 noisy runs each, scripts/bench_gateway.py)
+        # uvloop cut the gRPC front end's CPU per request by ~15 % but added ~0.4 ms to the
+        # HTTP path's TTFT p50; re-measure on a quiet machine before making it the default.
         loop = "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
     try:
         if loop == "uvloop":
