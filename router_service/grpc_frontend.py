@@ -145,11 +145,23 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         return await self.dispatcher.open(generate)
 
     def _response(
-        self, request: service_pb2.ModelInferRequest, text: str | None, *, is_final: bool = False
+        self,
+        request: service_pb2.ModelInferRequest,
+        text: str | None,
+        *,
+        is_final: bool = False,
+        routed: Generation | None = None,
     ) -> service_pb2.ModelInferResponse:
         response = service_pb2.ModelInferResponse(
             model_name=request.model_name, model_version="1", id=request.id
         )
+        if routed is not None:
+            # What the HTTP front end says in x-expert-router-* headers, as response
+            # parameters (gRPC clients see no headers per request on a shared stream).
+            response.parameters["expert_router_expert"].string_param = routed.expert_id
+            if routed.cluster is not None:
+                response.parameters["expert_router_cluster"].int64_param = routed.cluster
+            response.parameters["expert_router_fallback"].bool_param = routed.is_fallback
         if text is not None:
             output = response.outputs.add()
             output.name = self.config.tensors.text_output
@@ -244,7 +256,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
             raise
         assert generation is not None
         access.emit(grpc.StatusCode.OK.name, **done_fields(generation))
-        return self._response(request, "".join(texts))
+        return self._response(request, "".join(texts), routed=generation)
 
     async def ModelStreamInfer(  # noqa: N802
         self,
@@ -292,12 +304,15 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
             is_first = True
             try:
                 async for chunk in generation:
+                    first = is_first
                     if is_first:
                         generation.mark_first_delivery()
                         is_first = False
                     await out.put(
                         service_pb2.ModelStreamInferResponse(
-                            infer_response=self._response(request, chunk.text)
+                            infer_response=self._response(
+                                request, chunk.text, routed=generation if first else None
+                            )
                         )
                     )
                 param = request.parameters.get("triton_enable_empty_final_response")

@@ -102,6 +102,8 @@ async def stream_grpc(clients: GrpcClients, user: int, record: RequestRecord, re
             if decoded.text:
                 record.r_ns.append(now)
                 record.n.append(1)
+                if len(record.r_ns) == 1:
+                    _read_routing(message, record)
             else:
                 record.empty_responses += 1
             if decoded.is_final:
@@ -115,3 +117,13 @@ async def stream_grpc(clients: GrpcClients, user: int, record: RequestRecord, re
         record.fail(f"grpc_{error.code().name.lower()}", error.details() or str(error.code()))
     finally:
         call.cancel()
+
+
+def _read_routing(message: Any, record: RequestRecord) -> None:
+    """The expert and cluster the gateway's gRPC front end reports on a first response
+    (response parameters ``expert_router_*``); absent when talking to Triton directly."""
+    parameters = message.infer_response.parameters
+    if "expert_router_expert" in parameters:
+        record.expert = parameters["expert_router_expert"].string_param
+    if "expert_router_cluster" in parameters:
+        record.routed_cluster = int(parameters["expert_router_cluster"].int64_param)

@@ -145,3 +145,35 @@ def test_grpc_requests_write_the_access_log_line(
     assert (unary["request_id"], unary["status"], unary["expert"]) == ("unary-1", "OK", "e1")
     assert unary["cluster"] is None and unary["completion_tokens"] == 2
     assert (bad["request_id"], bad["status"]) == ("bad-1", "INVALID_ARGUMENT")
+
+
+def _first_parameters(url: str, model: str, prompt: str) -> dict[str, Any]:
+    """The parameters of the first response of one streamed request."""
+    results: queue.Queue[Any] = queue.Queue()
+    client = grpcclient.InferenceServerClient(url)
+    client.start_stream(callback=lambda result, error: results.put(error or result))
+    try:
+        client.async_stream_infer(model, _inputs(prompt, 3))
+        item = results.get(timeout=20)
+        assert not isinstance(item, InferenceServerException), item
+        parameters = item.get_response().parameters
+        return {
+            key: getattr(parameters[key], parameters[key].WhichOneof("parameter_choice"))
+            for key in parameters
+        }
+    finally:
+        client.stop_stream()
+        client.close()
+
+
+def test_first_stream_response_says_which_expert_serves(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    port = free_port()
+    start_gateway(fleet.table(), grpc_port=port)
+    routed = _first_parameters(f"127.0.0.1:{port}", "expert-router", router.prompt_for_cluster[1])
+    assert routed["expert_router_expert"] == "e1"
+    assert routed["expert_router_cluster"] == 1
+    assert routed["expert_router_fallback"] is False
+    direct = _first_parameters(f"127.0.0.1:{fleet.ports('e1')[0]}", "ensemble", "hello")
+    assert not any(key.startswith("expert_router_") for key in direct)
