@@ -46,7 +46,7 @@ import yaml
 from expert_deploy import binaries
 from expert_deploy.errors import LaunchError, ReadinessTimeoutError
 from expert_deploy.runtime.components import Component
-from expert_deploy.runtime.gateway_auth import gateway_config_path, read_gateway_auth
+from expert_deploy.runtime.gateway_auth import probe_key, read_gateway_auth
 from expert_deploy.runtime.launcher import ComponentStatus, Handle
 from expert_deploy.runtime.readiness import wait_until_ready
 from expert_deploy.settings import Settings
@@ -227,7 +227,7 @@ class AnsibleLauncher:
                 component,
                 budget_s=budget_s,
                 still_running=still_running,
-                api_key=self._probe_key(component),
+                api_key=probe_key(component, self.workdir, self.settings),
             )
         except ReadinessTimeoutError as error:
             raise ReadinessTimeoutError(f"{error}: {target.host.name}:{target.log_path}") from None
@@ -516,17 +516,6 @@ class AnsibleLauncher:
             if name and secret is not None:
                 result[name] = secret.reveal()
         return result
-
-    def _probe_key(self, component: Component) -> str | None:
-        if component.kind == "triton":
-            return None
-        config = (
-            component.config_path
-            if component.kind == "gateway"
-            else gateway_config_path(self.workdir, 0)
-        )
-        key = read_gateway_auth(config).api_key(self.settings)
-        return key.reveal() if key else None
 
     @staticmethod
     def _failure(subject: str, target: Target, outcome: RunOutcome, what: str) -> str:

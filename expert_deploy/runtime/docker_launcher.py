@@ -43,10 +43,10 @@ from expert_deploy.runtime.container_spec import (
     referenced_paths,
     triton_command,
 )
-from expert_deploy.runtime.gateway_auth import gateway_config_path, read_gateway_auth
+from expert_deploy.runtime.gateway_auth import probe_key, read_gateway_auth
 from expert_deploy.runtime.launcher import ComponentStatus, Handle
 from expert_deploy.runtime.readiness import wait_until_ready
-from expert_deploy.settings import Secret, Settings
+from expert_deploy.settings import Settings
 
 if TYPE_CHECKING:
     from expert_deploy.inventory.loader import LoadedInventory
@@ -139,12 +139,11 @@ class DockerLauncher:
         def still_running() -> None:
             self._check_running(component, handle)
 
-        key = self._probe_key(component)
         wait_until_ready(
             component,
             budget_s=budget_s,
             still_running=still_running,
-            api_key=key.reveal() if key else None,
+            api_key=probe_key(component, self.workdir, self.settings),
         )
 
     def stop(self, handle: Handle, *, grace_s: float) -> None:
@@ -362,17 +361,6 @@ class DockerLauncher:
         return command, mounts
 
     # -- helpers ------------------------------------------------------------------------------
-
-    def _probe_key(self, component: Component) -> Secret | None:
-        """An API key for probes through a gateway (NGINX passes to gateway 0's config)."""
-        if component.kind == "triton":
-            return None
-        config = (
-            component.config_path
-            if component.kind == "gateway"
-            else gateway_config_path(self.workdir, 0)
-        )
-        return read_gateway_auth(config).api_key(self.settings)
 
     def _docker(self) -> Any:
         with self._client_lock:

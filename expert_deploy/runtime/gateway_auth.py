@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from expert_deploy.runtime.components import Component
 from expert_deploy.runtime.state import ComponentRecord
 from expert_deploy.settings import Secret, Settings
 
@@ -60,6 +61,21 @@ def read_gateway_auth(config_path: Path) -> GatewayAuth:
         Path(keys_file) if keys_file else None,
         auth.get("admin_token_env"),
     )
+
+
+def probe_key(component: Component, workdir: Path, settings: Settings) -> str | None:
+    """The API key a readiness probe through ``component`` must send, in memory only.
+
+    Triton takes none; a gateway reads its own rendered config; NGINX passes requests to the
+    gateways, which all share replica 0's auth.
+    """
+    if component.kind == "triton":
+        return None
+    config = (
+        component.config_path if component.kind == "gateway" else gateway_config_path(workdir, 0)
+    )
+    key = read_gateway_auth(config).api_key(settings)
+    return key.reveal() if key else None
 
 
 def deployment_auth(records: Iterable[ComponentRecord], workdir: Path) -> GatewayAuth:

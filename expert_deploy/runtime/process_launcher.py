@@ -32,7 +32,7 @@ from pathlib import Path
 from expert_deploy import binaries, proc
 from expert_deploy.errors import LaunchError, ReadinessTimeoutError
 from expert_deploy.runtime.components import Component
-from expert_deploy.runtime.gateway_auth import gateway_config_path, read_gateway_auth
+from expert_deploy.runtime.gateway_auth import probe_key, read_gateway_auth
 from expert_deploy.runtime.launcher import ComponentStatus, Handle
 from expert_deploy.runtime.readiness import wait_until_ready
 from expert_deploy.settings import Settings
@@ -131,7 +131,7 @@ class ProcessLauncher:
             if code is not None or not proc.is_alive(identity):
                 raise LaunchError(self._exit_message(component, handle, code))
 
-        key = self._probe_key(component)
+        key = probe_key(component, self.workdir, self.settings)
         try:
             wait_until_ready(component, budget_s=budget_s, still_running=still_running, api_key=key)
         except ReadinessTimeoutError as error:
@@ -306,17 +306,6 @@ class ProcessLauncher:
         for leftover in shm.glob(f"{self._shm_prefix(slug)}*"):
             with contextlib.suppress(OSError):
                 leftover.unlink()
-
-    def _probe_key(self, component: Component) -> str | None:
-        if component.kind == "triton":
-            return None
-        gateway_config = (
-            component.config_path
-            if component.kind == "gateway"
-            else gateway_config_path(self.workdir, 0)
-        )
-        key = read_gateway_auth(gateway_config).api_key(self.settings)
-        return key.reveal() if key else None
 
     def _exit_message(self, component: Component, handle: Handle, code: int | None) -> str:
         how = f"exited with code {code}" if code is not None else "exited"
