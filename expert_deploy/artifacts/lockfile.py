@@ -20,12 +20,12 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from expert_deploy.atomic_file import write_text_atomically
 from expert_deploy.builder.cache import sha256_file
 from expert_deploy.errors import ExpertDeployError
 from expert_deploy.inventory.models import ArtifactSource, CbtmSource, FitSource, RouterSpec
@@ -215,18 +215,9 @@ def write_lock(path: Path, lock: Lock) -> None:
         LockError: the folder cannot be written.
     """
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        write_text_atomically(path, lock.text())
     except OSError as error:
         raise LockError(f"cannot write {path} ({error}); check the folder's permissions") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(lock.text())
-            stream.flush()
-            os.fsync(stream.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def file_sha256(path: Path) -> str:

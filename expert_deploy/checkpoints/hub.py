@@ -7,13 +7,12 @@ and pass ``token=False`` when there is none so it never looks for one on its own
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any, cast
 
+from expert_deploy.atomic_file import write_text_atomically
 from expert_deploy.checkpoints.checkpoint import (
     ALLOW_PATTERNS,
     IGNORE_PATTERNS,
@@ -176,7 +175,4 @@ def _write_ref(repo_folder: Path, revision: str, commit: str) -> None:
     """Record ``revision -> commit`` as huggingface_hub does, for offline runs and the planner."""
     ref = repo_folder / "refs" / revision
     ref.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=ref.parent, prefix=f".{ref.name}.")
-    with os.fdopen(fd, "w") as stream:
-        stream.write(commit)
-    Path(tmp).replace(ref)
+    write_text_atomically(ref, commit)

@@ -15,12 +15,11 @@ never sees a half-written file or an entry for a checkpoint that failed.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from expert_deploy.atomic_file import write_text_atomically
 from expert_deploy.checkpoints.checkpoint import Checkpoint
 from expert_deploy.errors import CheckpointError
 
@@ -77,14 +76,5 @@ def write_record(
     text = json.dumps({"version": VERSION, "checkpoints": entries}, indent=2, sort_keys=True)
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / RECORD_FILE
-    fd, tmp = tempfile.mkstemp(dir=workdir, prefix=f".{RECORD_FILE}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as stream:
-            stream.write(text + "\n")
-            stream.flush()
-            os.fsync(stream.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomically(path, text + "\n")
     return path

@@ -12,13 +12,13 @@ import contextlib
 import fcntl
 import json
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from expert_deploy.atomic_file import write_text_atomically
 from expert_deploy.errors import ExpertDeployError
 from expert_deploy.runtime.launcher import Handle
 
@@ -110,17 +110,7 @@ class StateStore:
         """Replace the state file atomically (readers see the old or the new one, whole)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         data = json.dumps(state.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-        fd, temp = tempfile.mkstemp(prefix=".state-", suffix=".json", dir=self.workdir)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            Path(temp).replace(self.path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                Path(temp).unlink()
-            raise
+        write_text_atomically(self.path, data)
 
     def remove(self) -> None:
         """Forget the deployment (after ``down`` stopped everything)."""
