@@ -180,11 +180,7 @@ def logs(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing.")] = False,
 ) -> None:
     """Print the last lines of components' logs (all of them when no name is given)."""
-    settings = settings_for(workdir)
-    state = StateStore(settings.workdir).load()
-    if state is None:
-        raise StateError(f"nothing deployed from {settings.workdir}; run `expert-deploy up`")
-    _check_inventory(state, inventory, settings)
+    settings, state = _deployed(inventory, workdir)
     records = _select(state, component)
     launchers = _launchers(settings)
     for record in records:
@@ -208,11 +204,7 @@ def chat(
     from expert_deploy.runtime.gateway_auth import deployment_auth
     from expert_deploy.runtime.status import endpoint_of
 
-    settings = settings_for(workdir)
-    state = StateStore(settings.workdir).load()
-    if state is None:
-        raise StateError(f"nothing deployed from {settings.workdir}; run `expert-deploy up`")
-    _check_inventory(state, inventory, settings)
+    settings, state = _deployed(inventory, workdir)
     url = endpoint_of(list(state.components.values()))
     if url is None:
         raise StateError("no gateway or NGINX is running; run `expert-deploy up`")
@@ -233,6 +225,20 @@ def chat(
 
 
 # --- helpers ---------------------------------------------------------------------------------
+
+
+def _deployed(inventory: str | None, workdir: Path | None) -> tuple[Settings, DeploymentState]:
+    """Settings and the work dir's deployment state, checked against ``--inventory`` if given.
+
+    Raises:
+        StateError: nothing is deployed from the work dir.
+    """
+    settings = settings_for(workdir)
+    state = StateStore(settings.workdir).load()
+    if state is None:
+        raise StateError(f"nothing deployed from {settings.workdir}; run `expert-deploy up`")
+    _check_inventory(state, inventory, settings)
+    return settings, state
 
 
 def _launchers(settings: Settings) -> Callable[[str], Launcher]:
