@@ -1,4 +1,4 @@
-"""Fixtures for gateway integration tests: a fitted k=3 router, real tritonservers, gateways."""
+"""Integration fixtures: a fitted k=3 router, real tritonservers and gateways, a private dockerd."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from router_service.classifier import Classifier
 from router_service.classifier.fit import fit_router
+from tests.dockerd import Dockerd, dockerd_missing_reason, private_dockerd
 from tests.support.gateway import Gateway, routing_table
 from tests.support.triton import TritonServer, write_synthetic_repository
 
@@ -128,3 +129,14 @@ def start_gateway(tmp_path: Path, router: Router) -> Iterator[GatewayFactory]:
     yield start
     for gateway in started:
         gateway.stop()
+
+
+@pytest.fixture(scope="module")
+def dockerd() -> Iterator[Dockerd]:
+    """A dockerd of this module's own (no registry: the stand-in image is imported), or skip."""
+    reason = dockerd_missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    with private_dockerd() as daemon:
+        daemon.import_stand_in()
+        yield daemon

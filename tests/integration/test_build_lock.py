@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from expert_deploy.cli import main
-from tests.dockerd import STAND_IN_TAG, Dockerd, dockerd_missing_reason, private_dockerd
+from tests.dockerd import STAND_IN_TAG, Dockerd
 from tests.localhub import TINY_LLAMA_CONFIG, LocalHub, tiny_llama_files
 
 pytestmark = pytest.mark.integration
@@ -28,16 +28,6 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "org/tiny-llama"
 TOKEN = "hf_lockTestSecretToken987"
-
-
-@pytest.fixture(scope="module")
-def dockerd() -> Iterator[Dockerd]:
-    reason = dockerd_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with private_dockerd() as daemon:
-        daemon.import_stand_in(trtllm_version="0.11.0")
-        yield daemon
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import resource
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from expert_deploy.errors import CommandError, EngineBuildError
 from expert_deploy.inventory import LoadedInventory, load_inventory
 from expert_deploy.plan.planner import make_plan
 from expert_deploy.settings import Settings
-from tests.dockerd import Dockerd, dockerd_missing_reason, private_dockerd
+from tests.dockerd import Dockerd
 
 pytestmark = pytest.mark.integration
 
@@ -31,16 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 # the tests keep the host's hard limit (the unit tests check production asks for -1).
 MEMLOCK = resource.getrlimit(resource.RLIMIT_MEMLOCK)[1]
 MODEL = "meta-llama/Meta-Llama-3-8B-Instruct"
-
-
-@pytest.fixture(scope="module")
-def dockerd() -> Iterator[Dockerd]:
-    reason = dockerd_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with private_dockerd() as daemon:
-        daemon.import_stand_in(trtllm_version="0.11.0")
-        yield daemon
 
 
 def _inventory(tmp_path: Path, **defaults: Any) -> LoadedInventory:

@@ -29,7 +29,7 @@ from expert_deploy.runtime.container_spec import ContainerProfile, DockerOptions
 from expert_deploy.runtime.docker_launcher import DockerLauncher
 from expert_deploy.runtime.readiness import probe_completion
 from expert_deploy.settings import Settings
-from tests.dockerd import STAND_IN_TAG, Dockerd, dockerd_missing_reason, private_dockerd
+from tests.dockerd import STAND_IN_TAG, Dockerd
 from tests.support.docker_stand_in import MEMLOCK, WGET, stand_in_setup
 from tests.support.inventories import materialize
 
@@ -39,16 +39,6 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 API_KEY = "sk-docker-test-7f3a"
-
-
-@pytest.fixture(scope="module")
-def dockerd() -> Iterator[Dockerd]:
-    reason = dockerd_missing_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    with private_dockerd() as daemon:
-        daemon.import_stand_in()
-        yield daemon
 
 
 @dataclass
