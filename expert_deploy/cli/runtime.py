@@ -100,7 +100,7 @@ def up(inventory: InventoryOpt, workdir: WorkdirOpt = None) -> None:
                 if not state.components:
                     store.remove()  # nothing runs: leave no deployment behind
                 raise
-            for name in sync_generation(state, loaded, settings, prepared.rendered.root):
+            for name in sync_generation(state, loaded, settings):
                 console.print(f"  {name}: routing table set to generation {state.generation}")
     count = len(state.components)
     if not result.changed:

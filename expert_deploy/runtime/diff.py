@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from expert_deploy.builder.cache import sha256_file
 from expert_deploy.inventory.loader import LoadedInventory
 from expert_deploy.inventory.models import ArtifactSource, CbtmSource, FitSource, RouterSpec
 from expert_deploy.plan.planner import Plan
@@ -146,7 +147,7 @@ def _digest(value: object) -> str:
 
 def _file_digest(path: Path) -> str:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return sha256_file(path)
     except OSError:
         return f"unreadable:{path}"
 

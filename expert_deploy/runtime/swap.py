@@ -33,6 +33,7 @@ from expert_deploy.runtime.apply import Phase, start_component, wait_component
 from expert_deploy.runtime.components import Component, components_for
 from expert_deploy.runtime.diff import spec_hashes
 from expert_deploy.runtime.gateway_admin import GatewayAdmin, wait_drained, wait_healthy
+from expert_deploy.runtime.gateway_auth import gateway_config_path
 from expert_deploy.runtime.launcher import Launcher
 from expert_deploy.runtime.state import ComponentRecord, DeploymentState, StateError, StateStore
 from expert_deploy.settings import Settings
@@ -148,7 +149,7 @@ def swap_expert(
         for admin in admins:
             admin.undrain(expert_id)
         generation = state.generation + 1
-        table = _routing_table(prepared.rendered.root, generation)
+        table = _routing_table(settings.workdir, generation)
         progress(f"installing routing table generation {generation}")
         for admin in admins:
             admin.replace_table(table)
@@ -187,7 +188,12 @@ def _keep_repositories(workdir: Path, old: Sequence[ComponentRecord]) -> dict[st
     kept: dict[str, Path] = {}
     for record in old:
         server = record.name.split("/", 1)[1]
-        source = workdir / "rendered" / "triton" / server
+        # The repository the running server was started from, as recorded at its start.
+        source = (
+            Path(record.config_path)
+            if record.config_path
+            else workdir / "rendered" / "triton" / server
+        )
         target = workdir / "rollback" / server
         shutil.rmtree(target, ignore_errors=True)
         if source.is_dir():
@@ -273,16 +279,16 @@ def _roll_back(
         ) from error
 
 
-def _routing_table(rendered: Path, generation: int) -> dict[str, object]:
+def _routing_table(workdir: Path, generation: int) -> dict[str, object]:
     """The rendered gateway routing table, at ``generation``."""
-    config = yaml.safe_load((rendered / "gateway" / "gateway-0.yaml").read_text(encoding="utf-8"))
+    config = yaml.safe_load(gateway_config_path(workdir, 0).read_text(encoding="utf-8"))
     table = dict(config["routing"])
     table["generation"] = generation
     return table
 
 
 def sync_generation(
-    state: DeploymentState, loaded: LoadedInventory, settings: Settings, rendered: Path
+    state: DeploymentState, loaded: LoadedInventory, settings: Settings
 ) -> list[str]:
     """Bring every gateway replica to the state's routing generation; return those moved.
 
@@ -295,6 +301,6 @@ def sync_generation(
     moved = []
     for admin in _admins(state, loaded, settings):
         if admin.generation() < state.generation:
-            admin.replace_table(_routing_table(rendered, state.generation))
+            admin.replace_table(_routing_table(settings.workdir, state.generation))
             moved.append(admin.name)
     return moved
