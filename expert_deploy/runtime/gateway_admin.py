@@ -42,19 +42,18 @@ class GatewayAdmin:
 
     def inflight(self, expert_id: str) -> int:
         """Requests this replica has open on ``expert_id``'s servers right now."""
-        snapshot = self._call("GET", "/admin/experts")
-        for expert in snapshot.get("experts", []):
-            if expert.get("id") == expert_id:
-                return int(expert.get("inflight", 0))
-        raise GatewayAdminError(f"{self.name} does not know expert {expert_id!r}")
+        return int(self._expert(expert_id).get("inflight", 0))
 
     def upstreams_healthy(self, expert_id: str) -> bool:
         """Whether every server of ``expert_id`` passed this replica's last health probe."""
-        snapshot = self._call("GET", "/admin/experts")
-        for expert in snapshot.get("experts", []):
+        servers = self._expert(expert_id).get("upstreams", [])
+        return bool(servers) and all(s.get("state") == "healthy" for s in servers)
+
+    def _expert(self, expert_id: str) -> dict[str, Any]:
+        """This replica's view of ``expert_id`` (``GET /admin/experts``)."""
+        for expert in self._call("GET", "/admin/experts").get("experts", []):
             if expert.get("id") == expert_id:
-                servers = expert.get("upstreams", [])
-                return bool(servers) and all(s.get("state") == "healthy" for s in servers)
+                return dict(expert)
         raise GatewayAdminError(f"{self.name} does not know expert {expert_id!r}")
 
     def generation(self) -> int:
