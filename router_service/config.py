@@ -110,6 +110,8 @@ class LimitsConfig(_Frozen):
     max_inflight_per_upstream: int = Field(default=256, ge=1)
     max_queue_per_upstream: int = Field(default=1024, ge=0)
     channels_per_upstream: int = Field(default=1, ge=1, le=64)
+    # ModelStreamInfer calls kept open between requests, per server (0: a new call each time).
+    idle_streams_per_upstream: int = Field(default=64, ge=0)
 
 
 class TimeoutsConfig(_Frozen):

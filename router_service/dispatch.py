@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Protocol
 
 import grpc
+from tritonclient.grpc import service_pb2
 
 from router_service.config import GatewayConfig, RoutingTableSpec, UpstreamSpec, validate_against_k
 from router_service.errors import (
@@ -296,12 +297,9 @@ class Dispatcher:
             names=self.config.tensors,
         )
         sent_at = time.perf_counter()
-        call = upstream.open_stream()
         try:
-            await send_request(call, infer_request)
-            message = await read_message(call, timeouts.first_token_s)
+            call, message = await _first_message(upstream, infer_request, timeouts.first_token_s)
         except TimeoutError as exc:
-            call.cancel()
             upstream.release()
             raise UpstreamTimeoutError(
                 f"expert {expert.id}: no first token within {timeouts.first_token_s} s",
@@ -309,10 +307,10 @@ class Dispatcher:
             ) from exc
         except grpc.aio.AioRpcError as exc:
             upstream.breaker.record_failure(time.monotonic())
+            upstream.drop_idle_streams()
             upstream.release()
             raise _TransportFailureError(f"{upstream.spec.address}: {exc.code().name}") from exc
         except BaseException:
-            call.cancel()
             upstream.release()
             raise
         first_at = time.perf_counter()
@@ -511,6 +509,7 @@ class Dispatcher:
                     "problem": u.last_problem,
                     "inflight": u.inflight,
                     "queued": u.queued,
+                    "idle_streams": u.idle_streams,
                 }
                 for u in expert.upstreams
             ]
@@ -532,6 +531,39 @@ class Dispatcher:
             "router_dir": str(state.router_dir),
             "experts": experts,
         }
+
+
+async def _first_message(
+    upstream: Upstream, request: service_pb2.ModelInferRequest, timeout_s: float
+) -> tuple[grpc.aio.StreamStreamCall, object]:
+    """Send ``request`` on a kept or new call and read the first message (or ``grpc.aio.EOF``).
+
+    The call is cancelled when this raises.
+
+    Raises:
+        TimeoutError: no message within ``timeout_s``.
+        grpc.aio.AioRpcError: the call on a new stream failed (server unreachable or gone).
+    """
+    call, is_kept = upstream.take_stream()
+    try:
+        if is_kept:
+            try:
+                await send_request(call, request, half_close=False)
+                message = await read_message(call, timeout_s)
+            except grpc.aio.AioRpcError:
+                message = grpc.aio.EOF
+            if message is not grpc.aio.EOF:
+                return call, message
+            # The server closed the kept call while it was idle (restarted, or dropped the
+            # connection); the other kept calls are likely closed too. One retry on a new call
+            # decides whether the server itself is down.
+            upstream.drop_idle_streams()
+            call = upstream.open_stream()
+        await send_request(call, request, half_close=upstream.max_idle_streams == 0)
+        return call, await read_message(call, timeout_s)
+    except BaseException:
+        call.cancel()
+        raise
 
 
 def _expert_state(servers: Sequence[Mapping[str, object]]) -> str:

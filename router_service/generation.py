@@ -190,7 +190,11 @@ class Generation:
         if self.outcome is not None:
             return
         self.outcome = outcome
-        if not self._call.done():
+        if outcome == "ok" and self._is_upstream_done:
+            # The final response is read, so nothing more comes on this call: keep it for the
+            # next request (before release(), which may hand the slot to a waiting request).
+            self._upstream.keep_stream(self._call)
+        elif not self._call.done():
             self._call.cancel()
         self._upstream.release()
         self._inflight_gauge.dec()

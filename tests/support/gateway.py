@@ -46,6 +46,7 @@ class Gateway:
     workdir: Path
     config: dict[str, Any]
     env: dict[str, str] = field(default_factory=dict)
+    extra_args: list[str] = field(default_factory=list)
     process: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -83,6 +84,7 @@ class Gateway:
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXPERT_ROUTER_")}
         env.update(self.env)
         argv = [sys.executable, "-m", "router_service", "--config", str(config_path)]
+        argv += self.extra_args
         self.process = start_group(argv, env=env, log_path=self.log_path)
         path = "/readyz" if wait_ready else "/healthz"
         if not wait_until(lambda: self._status(path) == 200, timeout_s=ready_timeout_s):
