@@ -5,10 +5,17 @@ fitted k=3 router and a gateway with its gRPC front end, then, for each concurre
 closed-loop streams (``--max-requests`` or ``--max-seconds`` per level and path, whichever comes
 first) over these paths:
 
-* ``triton``: gRPC ModelStreamInfer straight to Triton (the baseline),
+* ``triton-grpc``: gRPC ModelStreamInfer straight to Triton (the baseline of ``gw-grpc``),
+* ``triton-http``: Triton's own SSE endpoint, ``POST /v2/models/<m>/generate_stream``, with the
+  same httpx client as the HTTP paths (the baseline of ``gw-http`` and ``nginx-http``),
 * ``gw-http``: OpenAI SSE through the gateway (httpx.AsyncClient without connection limits),
 * ``gw-grpc``: gRPC ModelStreamInfer through the gateway's KServe v2 front end,
 * ``nginx-http``: OpenAI SSE through NGINX in front of two gateway replicas (if nginx exists).
+
+Each gateway path is compared with the direct path of the same protocol and client, so the
+added TTFT is the gateway's, not the difference between httpx and grpc.aio as clients (about
+0.4 ms at p50 here). ``own50``/``own99`` are the gateway's own ``x-expert-router-overhead-ms``
+headers (its time to first token minus the upstream's, as it measured them).
 
 Prints TTFT p50/p99 per path, the TTFT added over the baseline, the gateway's CPU time per
 request and tokens relayed per CPU-second of the gateway process(es) (from /proc/<pid>/stat),
@@ -60,6 +67,8 @@ from tests.support.triton import TritonServer, write_synthetic_repository  # noq
 
 PROMPT = "galaxy telescope orbit nebula planet comet"
 STREAMS_PER_CHANNEL = 100
+# Each gateway path against the direct path with the same protocol and client.
+BASELINE = {"gw-grpc": "triton-grpc", "gw-http": "triton-http", "nginx-http": "triton-http"}
 
 
 @dataclass(frozen=True)
@@ -104,18 +113,37 @@ async def _grpc_stream(
     return ttft, tokens
 
 
-async def _http_stream(client: httpx.AsyncClient, job: Job) -> tuple[float, int]:
-    body = {"model": job.model, "prompt": PROMPT, "max_tokens": job.tokens, "stream": True}
+def _openai_text(event: dict[str, Any]) -> str:
+    choices = event.get("choices") or []
+    return str(choices[0].get("text") or "") if choices else ""
+
+
+def _triton_text(event: dict[str, Any]) -> str:
+    return str(event.get("text_output") or "")
+
+
+async def _http_stream(
+    client: httpx.AsyncClient, job: Job, overheads: list[float]
+) -> tuple[float, int]:
+    if job.path == "triton-http":
+        url = f"{job.target}/v2/models/{job.model}/generate_stream"
+        body: dict[str, Any] = {"text_input": PROMPT, "max_tokens": job.tokens, "stream": True}
+        text_of = _triton_text
+    else:
+        url = job.target + "/v1/completions"
+        body = {"model": job.model, "prompt": PROMPT, "max_tokens": job.tokens, "stream": True}
+        text_of = _openai_text
     started = time.perf_counter()
     ttft, tokens = -1.0, 0
-    async with client.stream("POST", job.target + "/v1/completions", json=body) as response:
+    async with client.stream("POST", url, json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"status {response.status_code}: {await response.aread()!r}")
+        if "x-expert-router-overhead-ms" in response.headers:
+            overheads.append(float(response.headers["x-expert-router-overhead-ms"]) / 1000)
         async for line in response.aiter_lines():
             if not line.startswith("data: {"):
                 continue
-            choices = json.loads(line[6:]).get("choices") or []
-            if choices and choices[0].get("text"):
+            if text_of(json.loads(line[6:])):
                 tokens += 1
                 if ttft < 0:
                     ttft = time.perf_counter() - started
@@ -124,12 +152,13 @@ async def _http_stream(client: httpx.AsyncClient, job: Job) -> tuple[float, int]
 
 async def _run_job(job: Job) -> dict[str, Any]:
     ttfts: list[float] = []
+    overheads: list[float] = []  # the gateway's own x-expert-router-overhead-ms (HTTP paths)
     counters = {"started": 0, "tokens": 0, "errors": 0}
     error_sample: list[str] = []
     channels: list[grpc.aio.Channel] = []
     stubs: list[service_pb2_grpc.GRPCInferenceServiceStub] = []
     client = None
-    if job.path in ("triton", "gw-grpc"):
+    if job.path in ("triton-grpc", "gw-grpc"):
         for _ in range(max(1, -(-job.streams // STREAMS_PER_CHANNEL))):
             channel = grpc.aio.insecure_channel(job.target)
             channels.append(channel)
@@ -143,7 +172,7 @@ async def _run_job(job: Job) -> dict[str, Any]:
             counters["started"] += 1
             try:
                 if client is not None:
-                    ttft, tokens = await _http_stream(client, job)
+                    ttft, tokens = await _http_stream(client, job, overheads)
                 else:
                     stub = stubs[index % len(stubs)]
                     ttft, tokens = await _grpc_stream(stub, job, f"{index}-{counters['started']}")
@@ -162,7 +191,13 @@ async def _run_job(job: Job) -> dict[str, Any]:
         await channel.close()
     if client is not None:
         await client.aclose()
-    return {"ttfts": ttfts, **counters, "elapsed": elapsed, "error_sample": error_sample}
+    return {
+        "ttfts": ttfts,
+        "overheads": overheads,
+        **counters,
+        "elapsed": elapsed,
+        "error_sample": error_sample,
+    }
 
 
 def _job_main(job: Job) -> dict[str, Any]:
@@ -201,6 +236,7 @@ def run_level(
     ]
     results = pool.map(_job_main, jobs)
     ttfts = [t for r in results for t in r["ttfts"]]
+    overheads = [t for r in results for t in r["overheads"]]
     return {
         "clients": clients,
         "done": len(ttfts),
@@ -210,7 +246,13 @@ def run_level(
         "elapsed": max(r["elapsed"] for r in results),
         "p50_ms": _percentile(ttfts, 0.50) * 1000,
         "p99_ms": _percentile(ttfts, 0.99) * 1000,
+        "own_p50_ms": _percentile(overheads, 0.50) * 1000,
+        "own_p99_ms": _percentile(overheads, 0.99) * 1000,
     }
+
+
+def _ms(value: float) -> str:
+    return "-" if value != value else f"{value:.2f}"  # NaN: the path reports no overhead
 
 
 def _nginx_conf(workdir: Path, port: int, upstream_ports: list[int]) -> Path:
@@ -260,9 +302,14 @@ def main() -> int:
     parser.add_argument("--tpot-ms", type=float, default=2.0)
     parser.add_argument("--tokens", type=int, default=16)
     parser.add_argument("--no-nginx", action="store_true")
-    parser.add_argument("--paths", nargs="+", help="only these paths (triton always runs)")
+    parser.add_argument(
+        "--paths", nargs="+", help="only these gateway paths (their baselines always run)"
+    )
     parser.add_argument("--py-spy", type=Path, help="sample the gateway with py-spy into DIR")
     parser.add_argument("--gateway-src", type=Path, help="run router_service from this folder")
+    parser.add_argument(
+        "--gateway-loop", choices=("asyncio", "uvloop"), help="the gateways' --loop option"
+    )
     args = parser.parse_args()
     if args.gateway_src is not None:
         # The gateway runs as `python -m router_service` from this folder (sys.path[0] = cwd).
@@ -298,7 +345,8 @@ def main() -> int:
                 "limits": {"max_inflight_per_upstream": 2048, "max_queue_per_upstream": 2048},
                 "grpc_port": free_port(),
             }
-            gateway = Gateway(root / f"gateway{index}", config).start()
+            loop_args = ["--loop", args.gateway_loop] if args.gateway_loop else []
+            gateway = Gateway(root / f"gateway{index}", config, extra_args=loop_args).start()
             started.append(gateway)
             gateways.append(gateway)
         nginx_url = None
@@ -325,14 +373,15 @@ def main() -> int:
                 nginx_url = None
         gw = gateways[0]
         paths = [
-            ("triton", f"127.0.0.1:{triton.grpc_port}", "ensemble", [gw]),
+            ("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble", []),
+            ("triton-http", f"http://127.0.0.1:{triton.http_port}", "ensemble", []),
             ("gw-http", gw.base_url, "expert-router", [gw]),
             ("gw-grpc", f"127.0.0.1:{gw.config['grpc_port']}", "expert-router", [gw]),
         ]
         if nginx_url is not None:
             paths.append(("nginx-http", nginx_url, "expert-router", gateways))
         if args.paths:
-            paths = [p for p in paths if p[0] == "triton" or p[0] in args.paths]
+            paths = [p for p in paths if p[0] in BASELINE.values() or p[0] in args.paths]
         print(
             f"synthetic model: ttft {args.ttft_ms} ms, tpot {args.tpot_ms} ms,"
             f" {args.tokens} tokens;"
@@ -341,30 +390,30 @@ def main() -> int:
             f" cpus {os.cpu_count()}"
         )
         header = (
-            f"{'level':>5} {'path':<10} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
+            f"{'level':>5} {'path':<11} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
             f" {'p50ms':>7} {'p99ms':>7} {'+p50':>6} {'+p99':>7} {'cpu ms/req':>10}"
-            f" {'tok/cpu-s':>9} {'rssMiB':>7}"
+            f" {'tok/cpu-s':>9} {'rssMiB':>7} {'own50':>6} {'own99':>6}"
         )
         print(header, flush=True)
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(args.clients) as pool:
             for level in args.levels:
-                base: dict[str, Any] | None = None
+                bases: dict[str, dict[str, Any]] = {}
                 for name, target, model, procs in paths:
                     pids = [g.process.pid for g in procs if g.process is not None]
-                    spy = _start_py_spy(args, pids, level, name) if name != "triton" else None
+                    spy = _start_py_spy(args, pids, level, name) if pids else None
                     cpu0 = sum(_cpu_seconds(p) for p in pids)
                     result = run_level(pool, name, target, model, level, args)
                     cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
                     if spy is not None:
                         _print_py_spy(*spy)
                     rss = sum(_rss_mib(p) for p in pids)
-                    if name == "triton":
-                        base = result
+                    if name not in BASELINE:
+                        bases[name] = result
                         added50 = added99 = "-"
                         tok_cpu = rss_text = cpu_req = "-"
                     else:
-                        assert base is not None
+                        base = bases[BASELINE[name]]
                         added50 = f"{result['p50_ms'] - base['p50_ms']:.2f}"
                         added99 = f"{result['p99_ms'] - base['p99_ms']:.2f}"
                         tok_cpu = f"{result['tokens'] / cpu:.0f}" if cpu > 0 else "n/a"
@@ -372,11 +421,12 @@ def main() -> int:
                         cpu_req = f"{1000 * cpu / max(1, result['done']):.3f}"
                     rate = result["done"] / result["elapsed"] if result["elapsed"] else 0.0
                     print(
-                        f"{level:>5} {name:<10} {result['clients']:>2} {result['done']:>5}"
+                        f"{level:>5} {name:<11} {result['clients']:>2} {result['done']:>5}"
                         f" {result['errors']:>4} {rate:>7.1f} {result['p50_ms']:>7.2f}"
                         f" {result['p99_ms']:>7.2f} {added50:>6} {added99:>7} {cpu_req:>10}"
                         f" {tok_cpu:>9}"
-                        f" {rss_text:>7}",
+                        f" {rss_text:>7} {_ms(result['own_p50_ms']):>6}"
+                        f" {_ms(result['own_p99_ms']):>6}",
                         flush=True,
                     )
                     if result["error_sample"]:
