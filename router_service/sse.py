@@ -2,13 +2,14 @@
 
 Starlette's StreamingResponse (ASGI spec 2.4) only sees a disconnect when a write fails, which
 can be long after the client left if the expert is slow; here a watcher task reads ``receive``
-and cancels the stream at once, so the upstream Triton call is cancelled too.
+and cancels the streaming task at once, so the upstream Triton call is cancelled too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 
 from starlette.responses import Response
@@ -41,20 +42,33 @@ class SSEResponse(Response):
         self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        stream = asyncio.ensure_future(self._stream(send))
+        # The stream runs in this task, so the headers and the first event (already in hand)
+        # go out without a hop through the loop; the watcher cancels this task on disconnect.
+        task = asyncio.current_task()
+        assert task is not None
+        disconnected = False
+
+        def on_disconnect(watcher: asyncio.Future[None]) -> None:
+            nonlocal disconnected
+            if not watcher.cancelled() and watcher.exception() is None:
+                disconnected = True
+                task.cancel()
+
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        watcher.add_done_callback(on_disconnect)
         try:
-            done, _ = await asyncio.wait({stream, watcher}, return_when=asyncio.FIRST_COMPLETED)
-            if stream in done:
-                stream.result()
-                return
-            stream.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await stream
+            await self._stream(send)
+        except asyncio.CancelledError:
+            if not disconnected:
+                raise  # cancelled from outside (shutdown): not ours to swallow
+            if sys.version_info >= (3, 11):
+                task.uncancel()
+        except OSError:
+            if not disconnected:
+                raise
         finally:
+            watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
-            if not stream.done():
-                stream.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watcher
             await self._events.aclose()
