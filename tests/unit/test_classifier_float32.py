@@ -40,8 +40,8 @@ def test_float32_conversion_routes_like_float64(
 
     wide = Classifier.load(float64_dir)
     narrow = Classifier.load(tmp_path / "r32", mmap=True)
-    assert narrow.arrays.projection.dtype == np.float32
-    assert isinstance(narrow.arrays.projection, np.memmap)
+    assert narrow.projection.dtype == np.float32
+    assert isinstance(narrow.projection, np.memmap)
     assert new_hash == narrow.content_hash != wide.content_hash
     assert RouterArrays.load(float64_dir).content_hash == before  # source untouched
     held_out = corpus[1]
@@ -52,7 +52,7 @@ def test_float32_conversion_routes_like_float64(
         [p.distances for p in ours], [p.distances for p in reference], rtol=1e-5, atol=1e-6
     )
     assert [narrow.predict(t).cluster for t in held_out[:50]] == [p.cluster for p in ours[:50]]
-    provenance = narrow.arrays.provenance["projection_converted"]
+    provenance = RouterArrays.load(tmp_path / "r32").provenance["projection_converted"]
     assert provenance == {
         "from_content_hash": before,
         "from_dtype": "float64",
@@ -64,8 +64,8 @@ def test_mmap_load_gives_the_same_answers_and_still_checks_the_hash(
     float64_dir: Path, corpus: tuple[list[str], list[str]], tmp_path: Path
 ) -> None:
     mapped = Classifier.load(float64_dir, mmap=True)
-    assert isinstance(mapped.arrays.projection, np.memmap)
-    assert not mapped.arrays.projection.flags.writeable
+    assert isinstance(mapped.projection, np.memmap)
+    assert not mapped.projection.flags.writeable
     assert mapped.predict_many(corpus[1]) == Classifier.load(float64_dir).predict_many(corpus[1])
 
     convert_projection(float64_dir, tmp_path / "r32", dtype="float32")

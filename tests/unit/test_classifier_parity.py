@@ -11,6 +11,7 @@ import pytest
 from router_service.classifier import Classifier, ClassifierError, Prediction
 from router_service.classifier.fit import FittedRouter, fit_reference, fit_router
 from router_service.classifier.synthetic import topic_corpus
+from router_service.classifier.term_index import COMPACT_MIN_TERMS
 
 HAND_WRITTEN = [
     "",
@@ -38,12 +39,19 @@ def fitted(request: pytest.FixtureRequest, corpus: tuple[list[str], list[str]]) 
     return fit_reference(train, k=6, scaler=request.param, seed=0)
 
 
+@pytest.fixture(params=["dict", "term_index"])
+def compact_min_terms(request: pytest.FixtureRequest) -> int:
+    """Both term lookups: the dict (small vocabularies) and the TermIndex (c-BTM-sized)."""
+    return COMPACT_MIN_TERMS if request.param == "dict" else 0
+
+
 def test_fast_path_agrees_with_sklearn_on_every_held_out_prompt(
-    fitted: FittedRouter, corpus: tuple[list[str], list[str]]
+    fitted: FittedRouter, corpus: tuple[list[str], list[str]], compact_min_terms: int
 ) -> None:
     _, held_out = corpus
     assert len(held_out) >= 2_000
-    classifier = Classifier(fitted.arrays)
+    classifier = Classifier(fitted.arrays, compact_min_terms=compact_min_terms)
+    assert classifier.is_compact == (compact_min_terms == 0)
 
     ours = np.array([classifier.predict(text).cluster for text in held_out])
     reference = fitted.reference_predict(held_out)
@@ -53,10 +61,10 @@ def test_fast_path_agrees_with_sklearn_on_every_held_out_prompt(
 
 
 def test_distances_match_sklearn_squared_distances(
-    fitted: FittedRouter, corpus: tuple[list[str], list[str]]
+    fitted: FittedRouter, corpus: tuple[list[str], list[str]], compact_min_terms: int
 ) -> None:
     _, held_out = corpus
-    classifier = Classifier(fitted.arrays)
+    classifier = Classifier(fitted.arrays, compact_min_terms=compact_min_terms)
 
     ours = np.array([classifier.predict(text).distances for text in held_out])
 
@@ -64,10 +72,10 @@ def test_distances_match_sklearn_squared_distances(
 
 
 def test_batch_path_equals_single_path(
-    fitted: FittedRouter, corpus: tuple[list[str], list[str]]
+    fitted: FittedRouter, corpus: tuple[list[str], list[str]], compact_min_terms: int
 ) -> None:
     _, held_out = corpus
-    classifier = Classifier(fitted.arrays)
+    classifier = Classifier(fitted.arrays, compact_min_terms=compact_min_terms)
 
     single = [classifier.predict(text) for text in held_out]
     batch = classifier.predict_many(held_out)
