@@ -26,7 +26,7 @@ __all__ = ["COMPACT_MIN_TERMS", "TermIndex"]
 COMPACT_MIN_TERMS = 200_000
 
 
-def _digests(terms: Sequence[str]) -> NDArray[np.int64]:
+def _hashes(terms: Sequence[str]) -> NDArray[np.int64]:
     return np.fromiter(map(hash, terms), dtype=np.int64, count=len(terms))
 
 
@@ -35,10 +35,10 @@ class TermIndex:
 
     def __init__(self, terms: Mapping[str, int]) -> None:
         keys = list(terms)
-        digests = _digests(keys)
-        order = np.argsort(digests, kind="stable")
+        hashes = _hashes(keys)
+        order = np.argsort(hashes, kind="stable")
         columns = np.fromiter(terms.values(), dtype=np.int64, count=len(keys))
-        self._digests = digests[order]
+        self._hashes = hashes[order]
         self._columns = columns[order]
         encoded = [keys[i].encode("utf-8") for i in order.tolist()]
         lengths = np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded))
@@ -46,22 +46,22 @@ class TermIndex:
         self._blob = b"".join(encoded)
 
     def __len__(self) -> int:
-        return int(self._digests.shape[0])
+        return int(self._hashes.shape[0])
 
     @property
     def nbytes(self) -> int:
         """Memory held by the index."""
-        arrays = (self._digests, self._columns, self._offsets)
+        arrays = (self._hashes, self._columns, self._offsets)
         return sum(int(a.nbytes) for a in arrays) + len(self._blob)
 
     def columns(self, tokens: Sequence[str]) -> list[int]:
         """Columns of the tokens found in the vocabulary, in token order (with repeats)."""
         if not tokens or not len(self):
             return []
-        wanted = _digests(tokens)
-        positions = np.searchsorted(self._digests, wanted)
+        wanted = _hashes(tokens)
+        positions = np.searchsorted(self._hashes, wanted)
         np.minimum(positions, len(self) - 1, out=positions)
-        hits = np.flatnonzero(self._digests[positions] == wanted)
+        hits = np.flatnonzero(self._hashes[positions] == wanted)
         if not hits.size:
             return []
         spots = positions[hits]
@@ -84,9 +84,9 @@ class TermIndex:
 
     def _after_collision(self, spot: int, encoded: bytes) -> int | None:
         """The column of ``encoded`` among the terms after ``spot`` with the same hash."""
-        digest = self._digests[spot]
+        hash_value = self._hashes[spot]
         position = spot + 1
-        while position < len(self) and self._digests[position] == digest:
+        while position < len(self) and self._hashes[position] == hash_value:
             start, end = int(self._offsets[position]), int(self._offsets[position + 1])
             if self._blob[start:end] == encoded:
                 return int(self._columns[position])

@@ -24,11 +24,11 @@ def test_lookup_keeps_token_order_and_repeats_and_skips_unknown_tokens() -> None
 def test_colliding_digests_are_told_apart_by_the_stored_bytes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def first_letter_digest(terms: list[str]) -> NDArray[np.int64]:
+    def first_letter_hash(terms: list[str]) -> NDArray[np.int64]:
         # Every term starting with the same letter collides: the byte comparison must decide.
         return np.array([ord(term[0]) if term else 0 for term in terms], dtype=np.int64)
 
-    monkeypatch.setattr(term_index, "_digests", first_letter_digest)
+    monkeypatch.setattr(term_index, "_hashes", first_letter_hash)
     index = TermIndex({"apple": 0, "apricot": 1, "avocado": 2, "banana": 3})
     assert index.columns(["avocado", "apple", "apricot", "axe", "banana", "berry"]) == [2, 0, 1, 3]
 
