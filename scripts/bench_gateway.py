@@ -381,7 +381,8 @@ def main() -> int:
         if nginx_url is not None:
             paths.append(("nginx-http", nginx_url, "expert-router", gateways))
         if args.paths:
-            paths = [p for p in paths if p[0] in BASELINE.values() or p[0] in args.paths]
+            wanted = set(args.paths) | {BASELINE[p] for p in args.paths if p in BASELINE}
+            paths = [p for p in paths if p[0] in wanted]
         print(
             f"synthetic model: ttft {args.ttft_ms} ms, tpot {args.tpot_ms} ms,"
             f" {args.tokens} tokens;"
