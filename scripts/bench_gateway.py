@@ -14,7 +14,9 @@ first) over these paths:
 
 Each gateway path is compared with the direct path of the same protocol and client, so the
 added TTFT is the gateway's, not the difference between httpx and grpc.aio as clients (about
-0.4 ms at p50 here). ``own50``/``own99`` are the gateway's own ``x-expert-router-overhead-ms``
+0.4 ms at p50 here). The two run interleaved: every stream alternates between them request by
+request, so both see the same machine; run one after the other, identical code differed by up
+to 0.5 ms p50 between runs on a shared 2-vCPU VM, interleaved by about 0.05 ms. ``own50``/``own99`` are the gateway's own ``x-expert-router-overhead-ms``
 headers (its time to first token minus the upstream's, as it measured them).
 
 Prints TTFT p50/p99 per path, the TTFT added over the baseline, the gateway's CPU time per
@@ -25,8 +27,9 @@ latency depends on what else runs, CPU time much less.
 
 ``--py-spy DIR`` samples the gateway with py-spy (``pip install py-spy``; needs ptrace) during
 each gateway path and prints the functions with the most own CPU samples. ``--gateway-src DIR``
-runs the gateway from another checkout's ``router_service`` (e.g. ``git archive <commit>``), for
-before/after comparisons under the same load.
+runs the gateway from another checkout's ``router_service`` (e.g. ``git worktree add``).
+``--ref-src DIR`` adds a third gateway from DIR as ``ref-http``, interleaved with ``gw-http`` and
+its baseline: a before/after comparison in one run, under the same load.
 
 Usage: ``.venv/bin/python scripts/bench_gateway.py [--levels 1 100 1000]``
 """
@@ -72,12 +75,23 @@ BASELINE = {"gw-grpc": "triton-grpc", "gw-http": "triton-http", "nginx-http": "t
 
 
 @dataclass(frozen=True)
-class Job:
-    """One client process's share of a level."""
+class Target:
+    """One path: its name, where it points (URL or host:port) and the model it asks for."""
 
-    path: str
-    target: str
+    name: str
+    address: str
     model: str
+
+    @property
+    def is_grpc(self) -> bool:
+        return self.name.endswith("grpc")
+
+
+@dataclass(frozen=True)
+class Job:
+    """One client process's share of a level: its streams alternate over ``targets``."""
+
+    targets: tuple[Target, ...]
     streams: int
     max_requests: int
     deadline: float
@@ -85,10 +99,10 @@ class Job:
 
 
 async def _grpc_stream(
-    stub: service_pb2_grpc.GRPCInferenceServiceStub, job: Job, request_id: str
+    stub: service_pb2_grpc.GRPCInferenceServiceStub, target: Target, job: Job, request_id: str
 ) -> tuple[float, int]:
     request = build_infer_request(
-        model=job.model,
+        model=target.model,
         request_id=request_id,
         prompt=PROMPT,
         params=SamplingParams(max_tokens=job.tokens),
@@ -123,15 +137,15 @@ def _triton_text(event: dict[str, Any]) -> str:
 
 
 async def _http_stream(
-    client: httpx.AsyncClient, job: Job, overheads: list[float]
+    client: httpx.AsyncClient, target: Target, job: Job, overheads: list[float]
 ) -> tuple[float, int]:
-    if job.path == "triton-http":
-        url = f"{job.target}/v2/models/{job.model}/generate_stream"
+    if target.name == "triton-http":
+        url = f"{target.address}/v2/models/{target.model}/generate_stream"
         body: dict[str, Any] = {"text_input": PROMPT, "max_tokens": job.tokens, "stream": True}
         text_of = _triton_text
     else:
-        url = job.target + "/v1/completions"
-        body = {"model": job.model, "prompt": PROMPT, "max_tokens": job.tokens, "stream": True}
+        url = target.address + "/v1/completions"
+        body = {"model": target.model, "prompt": PROMPT, "max_tokens": job.tokens, "stream": True}
         text_of = _openai_text
     started = time.perf_counter()
     ttft, tokens = -1.0, 0
@@ -150,57 +164,59 @@ async def _http_stream(
     return ttft, tokens
 
 
-async def _run_job(job: Job) -> dict[str, Any]:
-    ttfts: list[float] = []
-    overheads: list[float] = []  # the gateway's own x-expert-router-overhead-ms (HTTP paths)
-    counters = {"started": 0, "tokens": 0, "errors": 0}
-    error_sample: list[str] = []
+async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
+    """Run the job's streams; request ``n`` of stream ``i`` goes to target ``(i + n) % len``."""
+    results: dict[str, dict[str, Any]] = {
+        t.name: {"ttfts": [], "overheads": [], "tokens": 0, "errors": 0, "error_sample": []}
+        for t in job.targets
+    }
     channels: list[grpc.aio.Channel] = []
-    stubs: list[service_pb2_grpc.GRPCInferenceServiceStub] = []
-    client = None
-    if job.path in ("triton-grpc", "gw-grpc"):
-        for _ in range(max(1, -(-job.streams // STREAMS_PER_CHANNEL))):
-            channel = grpc.aio.insecure_channel(job.target)
-            channels.append(channel)
-            stubs.append(service_pb2_grpc.GRPCInferenceServiceStub(channel))
-    else:
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        client = httpx.AsyncClient(limits=limits, timeout=60.0)
+    stubs: dict[str, list[service_pb2_grpc.GRPCInferenceServiceStub]] = {}
+    for target in job.targets:
+        if target.is_grpc:
+            stubs[target.name] = []
+            for _ in range(max(1, -(-job.streams // STREAMS_PER_CHANNEL))):
+                channel = grpc.aio.insecure_channel(target.address)
+                channels.append(channel)
+                stubs[target.name].append(service_pb2_grpc.GRPCInferenceServiceStub(channel))
+    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
+    client = httpx.AsyncClient(limits=limits, timeout=60.0)
+    started = {"count": 0}
 
     async def loop(index: int) -> None:
-        while counters["started"] < job.max_requests and time.time() < job.deadline:
-            counters["started"] += 1
+        n = index
+        while started["count"] < job.max_requests and time.time() < job.deadline:
+            started["count"] += 1
+            target = job.targets[n % len(job.targets)]
+            n += 1
+            result = results[target.name]
             try:
-                if client is not None:
-                    ttft, tokens = await _http_stream(client, job, overheads)
+                if target.is_grpc:
+                    stub = stubs[target.name][index % len(stubs[target.name])]
+                    request_id = f"{index}-{started['count']}"
+                    ttft, tokens = await _grpc_stream(stub, target, job, request_id)
                 else:
-                    stub = stubs[index % len(stubs)]
-                    ttft, tokens = await _grpc_stream(stub, job, f"{index}-{counters['started']}")
+                    ttft, tokens = await _http_stream(client, target, job, result["overheads"])
             except Exception as exc:
-                counters["errors"] += 1
-                if len(error_sample) < 3:
-                    error_sample.append(repr(exc)[:200])
+                result["errors"] += 1
+                if len(result["error_sample"]) < 3:
+                    result["error_sample"].append(repr(exc)[:200])
                 continue
-            ttfts.append(ttft)
-            counters["tokens"] += tokens
+            result["ttfts"].append(ttft)
+            result["tokens"] += tokens
 
-    started = time.perf_counter()
+    begun = time.perf_counter()
     await asyncio.gather(*(loop(i) for i in range(job.streams)))
-    elapsed = time.perf_counter() - started
+    elapsed = time.perf_counter() - begun
     for channel in channels:
         await channel.close()
-    if client is not None:
-        await client.aclose()
-    return {
-        "ttfts": ttfts,
-        "overheads": overheads,
-        **counters,
-        "elapsed": elapsed,
-        "error_sample": error_sample,
-    }
+    await client.aclose()
+    for result in results.values():
+        result["elapsed"] = elapsed
+    return results
 
 
-def _job_main(job: Job) -> dict[str, Any]:
+def _job_main(job: Job) -> dict[str, dict[str, Any]]:
     return asyncio.run(_run_job(job))
 
 
@@ -224,31 +240,40 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def run_level(
-    pool: Any, path: str, target: str, model: str, level: int, args: argparse.Namespace
-) -> dict[str, Any]:
-    """Run one path at one concurrency level, split over client processes."""
+    pool: Any, targets: tuple[Target, ...], level: int, args: argparse.Namespace
+) -> dict[str, dict[str, Any]]:
+    """Run ``targets`` interleaved at one concurrency level, split over client processes.
+
+    Returns one summary per target name.
+    """
     clients = 1 if level < 100 else args.clients
     deadline = time.time() + args.max_seconds
     shares = [level // clients + (1 if i < level % clients else 0) for i in range(clients)]
+    budget = args.max_requests * len(targets)
     jobs = [
-        Job(path, target, model, s, max(1, args.max_requests * s // level), deadline, args.tokens)
+        Job(targets, s, max(len(targets), budget * s // level), deadline, args.tokens)
         for s in shares
     ]
-    results = pool.map(_job_main, jobs)
-    ttfts = [t for r in results for t in r["ttfts"]]
-    overheads = [t for r in results for t in r["overheads"]]
-    return {
-        "clients": clients,
-        "done": len(ttfts),
-        "errors": sum(r["errors"] for r in results),
-        "error_sample": [e for r in results for e in r["error_sample"]][:3],
-        "tokens": sum(r["tokens"] for r in results),
-        "elapsed": max(r["elapsed"] for r in results),
-        "p50_ms": _percentile(ttfts, 0.50) * 1000,
-        "p99_ms": _percentile(ttfts, 0.99) * 1000,
-        "own_p50_ms": _percentile(overheads, 0.50) * 1000,
-        "own_p99_ms": _percentile(overheads, 0.99) * 1000,
-    }
+    per_job = pool.map(_job_main, jobs)
+    summaries = {}
+    for target in targets:
+        results = [r[target.name] for r in per_job]
+        ttfts = [t for r in results for t in r["ttfts"]]
+        overheads = [t for r in results for t in r["overheads"]]
+        elapsed = max(r["elapsed"] for r in results)
+        summaries[target.name] = {
+            "clients": clients,
+            "done": len(ttfts),
+            "errors": sum(r["errors"] for r in results),
+            "error_sample": [e for r in results for e in r["error_sample"]][:3],
+            "tokens": sum(r["tokens"] for r in results),
+            "rate": len(ttfts) / elapsed if elapsed else 0.0,
+            "p50_ms": _percentile(ttfts, 0.50) * 1000,
+            "p99_ms": _percentile(ttfts, 0.99) * 1000,
+            "own_p50_ms": _percentile(overheads, 0.50) * 1000,
+            "own_p99_ms": _percentile(overheads, 0.99) * 1000,
+        }
+    return summaries
 
 
 def _ms(value: float) -> str:
@@ -308,14 +333,19 @@ def main() -> int:
     parser.add_argument("--py-spy", type=Path, help="sample the gateway with py-spy into DIR")
     parser.add_argument("--gateway-src", type=Path, help="run router_service from this folder")
     parser.add_argument(
+        "--ref-src",
+        type=Path,
+        help="also run a gateway from this folder as ref-http, interleaved with gw-http",
+    )
+    parser.add_argument(
         "--gateway-loop", choices=("asyncio", "uvloop"), help="the gateways' --loop option"
     )
     args = parser.parse_args()
-    if args.gateway_src is not None:
-        # The gateway runs as `python -m router_service` from this folder (sys.path[0] = cwd).
-        os.chdir(args.gateway_src)
 
     root = Path(tempfile.mkdtemp(prefix="bench_gateway_"))
+    # `python -m router_service` puts the working directory first on sys.path: run the gateways
+    # from an empty one, so PYTHONPATH alone says which checkout each gateway runs.
+    os.chdir(root)
     started: list[Any] = []
     try:
         repository = write_synthetic_repository(
@@ -336,8 +366,11 @@ def main() -> int:
         fit_router(corpus, k=3, seed=0).save(router_dir)
         table = routing_table(1, {f"e{i}": ([i], [triton.grpc_port]) for i in range(3)})
         want_nginx = not args.no_nginx and shutil.which("nginx") is not None
+        sources = [args.gateway_src or REPO_ROOT] * (2 if want_nginx else 1)
+        if args.ref_src is not None:
+            sources.append(args.ref_src)
         gateways = []
-        for index in range(2 if want_nginx else 1):
+        for index, source in enumerate(sources):
             config = {
                 "router_dir": str(router_dir),
                 "routing": table,
@@ -346,13 +379,18 @@ def main() -> int:
                 "grpc_port": free_port(),
             }
             loop_args = ["--loop", args.gateway_loop] if args.gateway_loop else []
-            gateway = Gateway(root / f"gateway{index}", config, extra_args=loop_args).start()
+            gateway = Gateway(
+                root / f"gateway{index}",
+                config,
+                env={"PYTHONPATH": str(Path(source).resolve())},
+                extra_args=loop_args,
+            ).start()
             started.append(gateway)
             gateways.append(gateway)
         nginx_url = None
         if want_nginx:
             port = free_port()
-            conf = _nginx_conf(root / "nginx", port, [g.http_port for g in gateways])
+            conf = _nginx_conf(root / "nginx", port, [g.http_port for g in gateways[:2]])
             nginx = start_group(
                 [
                     "nginx",
@@ -372,21 +410,33 @@ def main() -> int:
                 print("nginx did not start; skipping", file=sys.stderr)
                 nginx_url = None
         gw = gateways[0]
-        paths = [
-            ("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble", []),
-            ("triton-http", f"http://127.0.0.1:{triton.http_port}", "ensemble", []),
-            ("gw-http", gw.base_url, "expert-router", [gw]),
-            ("gw-grpc", f"127.0.0.1:{gw.config['grpc_port']}", "expert-router", [gw]),
+        baselines = {
+            "triton-grpc": Target("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble"),
+            "triton-http": Target(
+                "triton-http", f"http://127.0.0.1:{triton.http_port}", "ensemble"
+            ),
+        }
+        grpc_address = f"127.0.0.1:{gw.config['grpc_port']}"
+        paths: list[tuple[Target, list[Gateway]]] = [
+            (Target("gw-http", gw.base_url, "expert-router"), [gw]),
+            (Target("gw-grpc", grpc_address, "expert-router"), [gw]),
         ]
         if nginx_url is not None:
-            paths.append(("nginx-http", nginx_url, "expert-router", gateways))
+            paths.append((Target("nginx-http", nginx_url, "expert-router"), gateways[:2]))
         if args.paths:
-            wanted = set(args.paths) | {BASELINE[p] for p in args.paths if p in BASELINE}
-            paths = [p for p in paths if p[0] in wanted]
+            paths = [p for p in paths if p[0].name in args.paths]
+        # Each group runs interleaved: a baseline and the gateway path(s) measured against it.
+        groups = [[(baselines[BASELINE[path.name]], []), (path, procs)] for path, procs in paths]
+        if args.ref_src is not None:
+            ref = (Target("ref-http", gateways[-1].base_url, "expert-router"), [gateways[-1]])
+            for group in groups:
+                if group[1][0].name == "gw-http":
+                    group.append(ref)
         print(
             f"synthetic model: ttft {args.ttft_ms} ms, tpot {args.tpot_ms} ms,"
             f" {args.tokens} tokens;"
-            f" per level and path: {args.max_requests} requests or {args.max_seconds} s;"
+            f" per level and path: {args.max_requests} requests or {args.max_seconds} s,"
+            " interleaved with the baseline;"
             f" client processes: 1 below 100 streams, {args.clients} from 100;"
             f" cpus {os.cpu_count()}"
         )
@@ -399,39 +449,20 @@ def main() -> int:
         ctx = multiprocessing.get_context("fork")
         with ctx.Pool(args.clients) as pool:
             for level in args.levels:
-                bases: dict[str, dict[str, Any]] = {}
-                for name, target, model, procs in paths:
-                    pids = [g.process.pid for g in procs if g.process is not None]
-                    spy = _start_py_spy(args, pids, level, name) if pids else None
-                    cpu0 = sum(_cpu_seconds(p) for p in pids)
-                    result = run_level(pool, name, target, model, level, args)
-                    cpu = sum(_cpu_seconds(p) for p in pids) - cpu0
+                for group in groups:
+                    pids = {t.name: [g.process.pid for g in ps if g.process] for t, ps in group}
+                    spy = _start_py_spy(args, pids[group[1][0].name], level, group[1][0].name)
+                    cpu0 = {n: sum(_cpu_seconds(p) for p in ps) for n, ps in pids.items()}
+                    results = run_level(pool, tuple(t for t, _ in group), level, args)
+                    cpu = {n: sum(_cpu_seconds(p) for p in ps) - cpu0[n] for n, ps in pids.items()}
                     if spy is not None:
                         _print_py_spy(*spy)
-                    rss = sum(_rss_mib(p) for p in pids)
-                    if name not in BASELINE:
-                        bases[name] = result
-                        added50 = added99 = "-"
-                        tok_cpu = rss_text = cpu_req = "-"
-                    else:
-                        base = bases[BASELINE[name]]
-                        added50 = f"{result['p50_ms'] - base['p50_ms']:.2f}"
-                        added99 = f"{result['p99_ms'] - base['p99_ms']:.2f}"
-                        tok_cpu = f"{result['tokens'] / cpu:.0f}" if cpu > 0 else "n/a"
-                        rss_text = f"{rss:.0f}"
-                        cpu_req = f"{1000 * cpu / max(1, result['done']):.3f}"
-                    rate = result["done"] / result["elapsed"] if result["elapsed"] else 0.0
-                    print(
-                        f"{level:>5} {name:<11} {result['clients']:>2} {result['done']:>5}"
-                        f" {result['errors']:>4} {rate:>7.1f} {result['p50_ms']:>7.2f}"
-                        f" {result['p99_ms']:>7.2f} {added50:>6} {added99:>7} {cpu_req:>10}"
-                        f" {tok_cpu:>9}"
-                        f" {rss_text:>7} {_ms(result['own_p50_ms']):>6}"
-                        f" {_ms(result['own_p99_ms']):>6}",
-                        flush=True,
-                    )
-                    if result["error_sample"]:
-                        print(f"      errors e.g. {result['error_sample']}", flush=True)
+                    base = group[0][0].name
+                    _print_row(level, base, results[base])
+                    for target, _ in group[1:]:
+                        rss = sum(_rss_mib(p) for p in pids[target.name])
+                        name = target.name
+                        _print_row(level, name, results[name], results[base], cpu[name], rss)
         return 0
     finally:
         for item in reversed(started):
@@ -440,6 +471,33 @@ def main() -> int:
             else:
                 stop_group(item)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _print_row(
+    level: int,
+    name: str,
+    result: dict[str, Any],
+    base: dict[str, Any] | None = None,
+    cpu: float = 0.0,
+    rss: float = 0.0,
+) -> None:
+    """One table row; a gateway row (``base`` given) adds the added TTFT, CPU and RSS."""
+    added50 = added99 = tok_cpu = rss_text = cpu_req = "-"
+    if base is not None:
+        added50 = f"{result['p50_ms'] - base['p50_ms']:.2f}"
+        added99 = f"{result['p99_ms'] - base['p99_ms']:.2f}"
+        tok_cpu = f"{result['tokens'] / cpu:.0f}" if cpu > 0 else "n/a"
+        rss_text = f"{rss:.0f}"
+        cpu_req = f"{1000 * cpu / max(1, result['done']):.3f}"
+    print(
+        f"{level:>5} {name:<11} {result['clients']:>2} {result['done']:>5}"
+        f" {result['errors']:>4} {result['rate']:>7.1f} {result['p50_ms']:>7.2f}"
+        f" {result['p99_ms']:>7.2f} {added50:>6} {added99:>7} {cpu_req:>10} {tok_cpu:>9}"
+        f" {rss_text:>7} {_ms(result['own_p50_ms']):>6} {_ms(result['own_p99_ms']):>6}",
+        flush=True,
+    )
+    if result["error_sample"]:
+        print(f"      errors e.g. {result['error_sample']}", flush=True)
 
 
 def _start_py_spy(
