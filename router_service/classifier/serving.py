@@ -13,6 +13,7 @@ accumulated in float64; only the stored components are rounded.
 from __future__ import annotations
 
 import ctypes
+import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
@@ -94,6 +95,7 @@ class Classifier:
         self._centroids = arrays.centroids
         self._centroids_t: FloatArray = np.ascontiguousarray(arrays.centroids.T)
         self._centroid_sq_norms: FloatArray = np.einsum("ij,ij->i", *(arrays.centroids,) * 2)
+        self._centroid_sq_norm_list: list[float] = self._centroid_sq_norms.tolist()
         self._is_standard = arrays.scaler == "standard"
         # Unused by the l2 normaliser; zeros and ones keep the types simple.
         self._mean = np.zeros(arrays.dims) if arrays.scaler_mean is None else arrays.scaler_mean
@@ -134,8 +136,11 @@ class Classifier:
         keys = np.fromiter(counts.keys(), dtype=np.intp, count=n_terms)
         weights = np.fromiter(counts.values(), dtype=np.float64, count=n_terms)
         weights *= self._idf[keys]
-        weights /= np.sqrt(weights @ weights)
-        return self._predict_vector(weights @ self._projection[keys], is_empty=False)
+        if self._is_standard:
+            weights /= np.sqrt(weights @ weights)
+            return self._predict_vector(weights @ self._projection[keys], is_empty=False)
+        # The l2 normaliser divides by ‖z‖, so the TF-IDF row norm cancels out: skip it.
+        return self._predict_l2(weights @ self._projection[keys])
 
     def predict_many(self, texts: Sequence[str]) -> list[Prediction]:
         """Classify a batch; same answers as :meth:`predict`, vectorised per chunk."""
@@ -179,6 +184,24 @@ class Classifier:
         norms[norms == 0.0] = 1.0  # sklearn's Normalizer leaves zero rows at zero
         normalised: NDArray[np.float64] = z / norms[:, None]
         return normalised
+
+    def _predict_l2(self, v: FloatArray) -> Prediction:
+        """``_predict_vector`` for the l2 normaliser with the k-sized tail in plain floats.
+
+        A gateway serves one prompt after tens of idle milliseconds, when each numpy call
+        costs many times its hot time (cold caches); three calls here instead of ten took
+        ``predict`` from 12.8 to 9.0 µs hot and from ~76 to ~47–68 µs after a cache flush.
+        """
+        squared = float(v @ v)
+        if squared == 0.0:
+            return self._predict_vector(v, is_empty=False)
+        norm = math.sqrt(squared)
+        dots = (self._centroids @ v).tolist()
+        norms = self._centroid_sq_norm_list
+        scores = [c - 2.0 * (d / norm) for c, d in zip(norms, dots, strict=True)]
+        cluster = min(range(len(scores)), key=scores.__getitem__)  # first minimum on ties
+        z_squared = squared / (norm * norm)
+        return Prediction(cluster, tuple(max(s + z_squared, 0.0) for s in scores), False)
 
     def _predict_vector(self, z: FloatArray, *, is_empty: bool) -> Prediction:
         if self._is_standard:
