@@ -323,7 +323,6 @@ class Dispatcher:
             upstream.release()
             raise _InBandFailureError(f"expert {expert.id}: {decoded.error}")
         upstream.breaker.record_success()
-        self.metrics.upstream_ttft_seconds.labels(expert.id).observe(first_at - sent_at)
         return Generation(
             call=call,
             upstream=upstream,

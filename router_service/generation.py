@@ -17,6 +17,7 @@ from router_service.errors import UpstreamError, UpstreamTimeoutError
 from router_service.triton_codec import decode_stream_response
 
 if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge
     from tritonclient.grpc import service_pb2
 
     from router_service.metrics import GatewayMetrics
@@ -105,12 +106,12 @@ class Generation:
         self._text_output = text_output
         self._metrics = metrics
         self._overhead_s: float | None = None
-        # Labelled children looked up once per request, not per chunk: labels() takes a lock
-        # and builds a key every call.
-        self._tokens_counter = metrics.tokens_total.labels(expert_id)
-        self._chunks_counter = metrics.chunks_total.labels(expert_id)
-        self._inflight_gauge = metrics.inflight.labels(expert_id)
-        self._inflight_gauge.inc()
+        self._chunks = 0
+        # Metric updates wait until the first token is out (see _settle); until then these
+        # labelled children are not looked up.
+        self._tokens_counter: Counter | None = None
+        self._chunks_counter: Counter | None = None
+        self._inflight_gauge: Gauge | None = None
 
     @property
     def finish_reason(self) -> Literal["stop", "length"]:
@@ -131,8 +132,27 @@ class Generation:
         """
         if self._overhead_s is None:
             self._overhead_s = self.gateway_overhead_s
-            self._metrics.overhead_seconds.observe(self._overhead_s)
         return self._overhead_s
+
+    def _settle(self) -> None:
+        """Do the request's metric bookkeeping, once, after the first token went out.
+
+        On an idle replica every step before the first token runs on cold caches (about 10×
+        its hot time on the 2-vCPU test VM), so the histogram observations and the labelled
+        children (labels() takes a lock and builds a key) wait for the second read or the end.
+        """
+        if self._inflight_gauge is not None:
+            return
+        metrics = self._metrics
+        self._inflight_gauge = metrics.inflight.labels(self.expert_id)
+        self._inflight_gauge.inc()
+        self._tokens_counter = metrics.tokens_total.labels(self.expert_id)
+        self._chunks_counter = metrics.chunks_total.labels(self.expert_id)
+        self._tokens_counter.inc(self.completion_tokens)
+        self._chunks_counter.inc(self._chunks)
+        metrics.upstream_ttft_seconds.labels(self.expert_id).observe(self.upstream_ttft_s)
+        if self._overhead_s is not None:
+            metrics.overhead_seconds.observe(self._overhead_s)
 
     def __aiter__(self) -> Generation:
         return self
@@ -141,6 +161,7 @@ class Generation:
         if self._pending is not None:
             chunk, self._pending = self._pending, None
             return self._count(chunk)
+        self._settle()
         if self.outcome is not None or self._is_upstream_done:
             self._finish("ok")
             raise StopAsyncIteration
@@ -178,9 +199,11 @@ class Generation:
 
     def _count(self, chunk: Chunk) -> Chunk:
         self.completion_tokens += chunk.token_count
-        self._tokens_counter.inc(chunk.token_count)
-        self._chunks_counter.inc()
-        return chunk
+        self._chunks += 1
+        if self._tokens_counter is not None and self._chunks_counter is not None:
+            self._tokens_counter.inc(chunk.token_count)
+            self._chunks_counter.inc()
+        return chunk  # before _settle: _settle adds what was counted so far
 
     async def aclose(self) -> None:
         """End the generation; cancels the upstream call if it is still running (client left)."""
@@ -189,6 +212,7 @@ class Generation:
     def _finish(self, outcome: Outcome) -> None:
         if self.outcome is not None:
             return
+        self._settle()
         self.outcome = outcome
         if outcome == "ok" and self._is_upstream_done:
             # The final response is read, so nothing more comes on this call: keep it for the
@@ -197,5 +221,6 @@ class Generation:
         elif not self._call.done():
             self._call.cancel()
         self._upstream.release()
-        self._inflight_gauge.dec()
+        if self._inflight_gauge is not None:
+            self._inflight_gauge.dec()
         self._metrics.requests_total.labels(self.expert_id, outcome).inc()

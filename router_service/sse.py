@@ -47,17 +47,24 @@ class SSEResponse(Response):
         task = asyncio.current_task()
         assert task is not None
         disconnected = False
+        watcher: asyncio.Future[None] | None = None
 
-        def on_disconnect(watcher: asyncio.Future[None]) -> None:
+        def on_disconnect(done: asyncio.Future[None]) -> None:
             nonlocal disconnected
-            if not watcher.cancelled() and watcher.exception() is None:
+            if not done.cancelled() and done.exception() is None:
                 disconnected = True
                 task.cancel()
 
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
-        watcher.add_done_callback(on_disconnect)
         try:
-            await self._stream(send)
+            await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
+            async for event in self._events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+                if watcher is None:
+                    # Started after the first event, not before: creating a task is one more
+                    # cold step on an idle replica's time-to-first-token path.
+                    watcher = asyncio.ensure_future(_wait_disconnect(receive))
+                    watcher.add_done_callback(on_disconnect)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if not disconnected:
                 raise  # cancelled from outside (shutdown): not ours to swallow
@@ -67,19 +74,14 @@ class SSEResponse(Response):
             if not disconnected:
                 raise
         finally:
-            watcher.remove_done_callback(on_disconnect)
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            if watcher is not None:
+                watcher.remove_done_callback(on_disconnect)
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watcher
             await self._events.aclose()
             if self._on_close is not None:
                 await self._on_close()
-
-    async def _stream(self, send: Send) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": self._raw_headers})
-        async for event in self._events:
-            await send({"type": "http.response.body", "body": event, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 async def _wait_disconnect(receive: Receive) -> None:

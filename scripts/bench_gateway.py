@@ -14,10 +14,11 @@ first) over these paths:
 
 Each gateway path is compared with the direct path of the same protocol and client, so the
 added TTFT is the gateway's, not the difference between httpx and grpc.aio as clients (about
-0.4 ms at p50 here). The two run interleaved: every stream alternates between them request by
-request, so both see the same machine; run one after the other, identical code differed by up
-to 0.5 ms p50 between runs on a shared 2-vCPU VM, interleaved by about 0.05 ms. ``own50``/``own99`` are the gateway's own ``x-expert-router-overhead-ms``
-headers (its time to first token minus the upstream's, as it measured them).
+0.4 ms at p50 here). The two run interleaved: every stream takes them in turns (shuffled
+rounds), so both see the same machine; run one after the other, identical code differed by up
+to 0.5 ms p50 between runs on a shared 2-vCPU VM, interleaved by about 0.05 ms. ``own50`` and
+``own99`` are the gateway's own ``x-expert-router-overhead-ms`` headers (its time to first
+token minus the upstream's, as it measured them).
 
 Prints TTFT p50/p99 per path, the TTFT added over the baseline, the gateway's CPU time per
 request and tokens relayed per CPU-second of the gateway process(es) (from /proc/<pid>/stat),
@@ -41,6 +42,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import random
 import shutil
 import sys
 import tempfile
@@ -165,7 +167,7 @@ async def _http_stream(
 
 
 async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
-    """Run the job's streams; request ``n`` of stream ``i`` goes to target ``(i + n) % len``."""
+    """Run the job's streams; each stream alternates over the targets in shuffled rounds."""
     results: dict[str, dict[str, Any]] = {
         t.name: {"ttfts": [], "overheads": [], "tokens": 0, "errors": 0, "error_sample": []}
         for t in job.targets
@@ -184,11 +186,16 @@ async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
     started = {"count": 0}
 
     async def loop(index: int) -> None:
-        n = index
+        # Each stream takes the targets in rounds, each round in a fresh random order: with a
+        # fixed order, a gateway that always follows another gateway found the shared library
+        # code (libpython, numpy) still in cache and looked ~0.1 ms faster than its twin.
+        order = random.Random(index)
+        pending: list[Target] = []
         while started["count"] < job.max_requests and time.time() < job.deadline:
             started["count"] += 1
-            target = job.targets[n % len(job.targets)]
-            n += 1
+            if not pending:
+                pending = order.sample(job.targets, len(job.targets))
+            target = pending.pop()
             result = results[target.name]
             try:
                 if target.is_grpc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import openai
@@ -121,3 +122,51 @@ def test_least_inflight_spreads_over_an_experts_servers(
             stream.__exit__(None, None, None)
     # Four concurrent streams on two idle servers: both must have been used.
     assert labels == {"e0a", "e0b"}
+
+
+def _samples(metrics_text: str) -> dict[str, float]:
+    """``name{labels}`` → value for every sample line of the exposition text."""
+    samples = {}
+    for line in metrics_text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def test_metrics_count_every_token_and_request_once(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    """The per-request metric updates (done after the first token is out) add up exactly."""
+    gateway = start_gateway(fleet.table())
+    client = openai.OpenAI(base_url=gateway.base_url + "/v1", api_key="unused", max_retries=0)
+    prompt = router.prompt_for_cluster[1]
+    for _ in range(3):
+        stream = client.completions.create(
+            model="expert-router", prompt=prompt, max_tokens=7, stream=True
+        )
+        assert "".join(c.choices[0].text for c in stream if c.choices) == _tokens("e1a-", 7)
+    completion = client.completions.create(model="expert-router", prompt=prompt, max_tokens=4)
+    assert completion.choices[0].text == _tokens("e1a-", 4)
+    # A client that leaves after the first token: counted as cancelled, in flight no more.
+    body = {"model": "expert-router", "prompt": prompt, "max_tokens": 200, "stream": True}
+    with httpx.stream("POST", gateway.base_url + "/v1/completions", json=body) as response:
+        next(line for line in response.iter_lines() if line.startswith("data: {"))
+
+    def settled() -> dict[str, float]:
+        return _samples(httpx.get(gateway.base_url + "/metrics").text)
+
+    samples = settled()
+    for _ in range(50):  # the cancelled stream ends in the gateway a moment after we left
+        if samples.get('expert_router_requests_total{expert="e1",outcome="cancelled"}'):
+            break
+        time.sleep(0.1)
+        samples = settled()
+    assert samples['expert_router_requests_total{expert="e1",outcome="ok"}'] == 4
+    assert samples['expert_router_requests_total{expert="e1",outcome="cancelled"}'] == 1
+    assert samples['expert_router_inflight{expert="e1"}'] == 0
+    relayed = samples['expert_router_tokens_relayed_total{expert="e1"}']
+    assert 3 * 7 + 4 + 1 <= relayed < 3 * 7 + 4 + 200
+    assert samples['expert_router_upstream_ttft_seconds_count{expert="e1"}'] == 5
+    assert samples["expert_router_gateway_overhead_seconds_count"] == 5
+    assert samples["expert_router_classify_seconds_count"] == 5
