@@ -172,6 +172,9 @@ class ProcessLauncher:
         orphans = proc.leaders_with_env(MARKER_ENV, self._marker(""), prefix=True)
         for orphan in orphans:
             proc.stop_group(orphan, grace_s=ORPHAN_GRACE_S)
+        # Every server of this work dir is stopped now (recorded ones first), so whatever
+        # Python-backend region still carries its prefix belongs to a dead Triton.
+        self._remove_shared_memory_for("")
         return len(orphans)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -290,16 +293,17 @@ class ProcessLauncher:
         return target
 
     def _shm_prefix(self, slug: str) -> str:
-        """Unique per work dir and component, so stale regions can be found and removed."""
+        """Unique per work dir and component (``""``: the work dir's part), so stale regions
+        can be found and removed."""
         tag = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:8]
-        return f"ed{tag}_{slug}_"
+        return f"ed{tag}_{slug}_" if slug else f"ed{tag}_"
 
     def _remove_shared_memory(self, handle: Handle) -> None:
         if handle.log_path is not None and handle.log_path.stem.startswith("triton-"):
             self._remove_shared_memory_for(handle.log_path.stem)
 
     def _remove_shared_memory_for(self, slug: str) -> None:
-        """Drop Python-backend regions a killed Triton of this component left in /dev/shm."""
+        """Drop the /dev/shm regions that killed Tritons of component ``slug`` left behind."""
         shm = Path("/dev/shm")  # noqa: S108 (where POSIX shared memory lives, not a temp dir)
         if not shm.is_dir():
             return

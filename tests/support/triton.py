@@ -158,8 +158,13 @@ class TritonServer:
             "--exit-timeout-secs=2",
             "--log-info=true",
             # A unique shared-memory prefix per server avoids clashes between parallel servers.
-            f"--backend-config=python,shm-region-prefix-name=edtest{os.getpid()}_{self.grpc_port}_",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
+
+    @property
+    def shm_prefix(self) -> str:
+        """Python-backend shared-memory prefix, unique per test process and server."""
+        return f"edtest{os.getpid()}_{self.grpc_port}_"
 
     def start(self, *, ready_timeout_s: float = 60.0) -> TritonServer:
         """Start the server and wait until ``/v2/health/ready`` answers 200."""
@@ -189,9 +194,15 @@ class TritonServer:
             kill_group(self.process)
 
     def stop(self) -> None:
-        """Stop the server: SIGTERM, short grace, SIGKILL of the group."""
+        """Stop the server: SIGTERM, short grace, SIGKILL of the group, then its /dev/shm.
+
+        A SIGKILLed (or crashed) Python backend leaves its regions behind; hundreds of MB had
+        piled up over test runs before this removed them.
+        """
         if self.process is not None:
             stop_group(self.process, grace_s=3.0)
+            for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
+                region.unlink(missing_ok=True)
 
     def log_text(self) -> str:
         """Everything the server printed so far."""

@@ -129,6 +129,28 @@ def test_no_unrecorded_server_is_found_for_a_fresh_workdir(tmp_path: Path) -> No
     assert proc.leaders_with_env(MARKER_ENV, f"{tmp_path}::", prefix=True) == []
 
 
+def test_down_removes_this_workdirs_leftover_shared_memory_only(tmp_path: Path) -> None:
+    """Regions a SIGKILLed Python backend left behind go; another work dir's stay."""
+    server = replace(component("triton/e0-0", "triton"), ports={"http": 1, "grpc": 2, "metrics": 3})
+
+    def region_prefix(workdir: Path) -> str:
+        argv = ProcessLauncher(_settings(workdir)).command(server)[0]
+        flag = next(a for a in argv if "shm-region-prefix-name=" in a)
+        return flag.rsplit("=", 1)[1]
+
+    ours = Path("/dev/shm") / (region_prefix(tmp_path / "ours") + "leftover")
+    theirs = Path("/dev/shm") / (region_prefix(tmp_path / "theirs") + "live")
+    try:
+        ours.write_bytes(b"x")
+        theirs.write_bytes(b"x")
+        assert ProcessLauncher(_settings(tmp_path / "ours")).stop_unrecorded() == 0
+        assert not ours.exists()
+        assert theirs.exists()
+    finally:
+        ours.unlink(missing_ok=True)
+        theirs.unlink(missing_ok=True)
+
+
 def test_gateway_auth_reads_names_and_finds_the_first_key(tmp_path: Path) -> None:
     keys = tmp_path / "keys.txt"
     keys.write_text("\nfile-key-1\nfile-key-2\n")
