@@ -102,7 +102,7 @@ class ProcessLauncher:
         for orphan in proc.leaders_with_env(MARKER_ENV, env[MARKER_ENV]):
             proc.stop_group(orphan, grace_s=ORPHAN_GRACE_S)
         if component.kind == "triton":
-            self._remove_shared_memory_for(component.slug)
+            remove_shared_memory(self._shm_prefix(component.slug))
         check_ports_free(component)
         log_path = self.log_path(component)
         log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ class ProcessLauncher:
             proc.stop_group(orphan, grace_s=ORPHAN_GRACE_S)
         # Every server of this work dir is stopped now (recorded ones first), so whatever
         # Python-backend region still carries its prefix belongs to a dead Triton.
-        self._remove_shared_memory_for("")
+        remove_shared_memory(self._shm_workdir_prefix())
         return len(orphans)
 
     # --- helpers ------------------------------------------------------------------------------
@@ -292,24 +292,18 @@ class ProcessLauncher:
                 path.symlink_to(source)
         return target
 
-    def _shm_prefix(self, slug: str) -> str:
-        """Unique per work dir and component (``""``: the work dir's part), so stale regions
-        can be found and removed."""
+    def _shm_workdir_prefix(self) -> str:
+        """The part of every shared-memory prefix that is unique to this work dir."""
         tag = hashlib.sha256(str(self.workdir).encode()).hexdigest()[:8]
-        return f"ed{tag}_{slug}_" if slug else f"ed{tag}_"
+        return f"ed{tag}_"
+
+    def _shm_prefix(self, slug: str) -> str:
+        """Unique per work dir and component, so stale regions can be found and removed."""
+        return f"{self._shm_workdir_prefix()}{slug}_"
 
     def _remove_shared_memory(self, handle: Handle) -> None:
         if handle.log_path is not None and handle.log_path.stem.startswith("triton-"):
-            self._remove_shared_memory_for(handle.log_path.stem)
-
-    def _remove_shared_memory_for(self, slug: str) -> None:
-        """Drop the /dev/shm regions that killed Tritons of component ``slug`` left behind."""
-        shm = Path("/dev/shm")  # noqa: S108 (where POSIX shared memory lives, not a temp dir)
-        if not shm.is_dir():
-            return
-        for leftover in shm.glob(f"{self._shm_prefix(slug)}*"):
-            with contextlib.suppress(OSError):
-                leftover.unlink()
+            remove_shared_memory(self._shm_prefix(handle.log_path.stem))
 
     def _exit_message(self, component: Component, handle: Handle, code: int | None) -> str:
         how = f"exited with code {code}" if code is not None else "exited"
@@ -318,6 +312,19 @@ class ProcessLauncher:
             f"{component.name} {how} while starting; log: {handle.log_path}\n"
             + "\n".join(f"  | {line}" for line in tail.splitlines())
         ).rstrip()
+
+
+def remove_shared_memory(prefix: str) -> None:
+    """Drop the /dev/shm regions named ``prefix*`` that killed Python backends left behind.
+
+    Only call it when no live tritonserver uses ``prefix``.
+    """
+    shm = Path("/dev/shm")  # noqa: S108 (where POSIX shared memory lives, not a temp dir)
+    if not shm.is_dir():
+        return
+    for leftover in shm.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            leftover.unlink()
 
 
 def check_ports_free(component: Component) -> None:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from expert_deploy.binaries import wheel_triton_library_path
+from expert_deploy.runtime.process_launcher import remove_shared_memory
 from tests.support.ports import free_ports
 from tests.support.processes import kill_group, start_group, stop_group, wait_until
 
@@ -201,8 +202,7 @@ class TritonServer:
         """
         if self.process is not None:
             stop_group(self.process, grace_s=3.0)
-            for region in Path("/dev/shm").glob(f"{self.shm_prefix}*"):
-                region.unlink(missing_ok=True)
+            remove_shared_memory(self.shm_prefix)
 
     def log_text(self) -> str:
         """Everything the server printed so far."""
