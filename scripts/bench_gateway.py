@@ -16,7 +16,7 @@ Each gateway path is compared with the direct path of the same protocol and clie
 added TTFT is the gateway's, not the difference between httpx and grpc.aio as clients (about
 0.4 ms at p50 here). The two run interleaved: every stream takes them in turns (shuffled
 rounds), so both see the same machine; run one after the other, identical code differed by up
-to 0.5 ms p50 between runs on a shared 2-vCPU VM, interleaved by about 0.05 ms. ``own50`` and
+to 0.5 ms p50 between runs on a shared 2-vCPU VM, interleaved by 0.05-0.15 ms. ``own50`` and
 ``own99`` are the gateway's own ``x-expert-router-overhead-ms`` headers (its time to first
 token minus the upstream's, as it measured them).
 
