@@ -8,7 +8,7 @@ first) over these paths:
 * ``triton-grpc``: gRPC ModelStreamInfer straight to Triton (the baseline of ``gw-grpc``),
 * ``triton-http``: Triton's own SSE endpoint, ``POST /v2/models/<m>/generate_stream``, with the
   same httpx client as the HTTP paths (the baseline of ``gw-http`` and ``nginx-http``),
-* ``gw-http``: OpenAI SSE through the gateway (httpx.AsyncClient without connection limits),
+* ``gw-http``: OpenAI SSE through the gateway (one httpx.AsyncClient per stream),
 * ``gw-grpc``: gRPC ModelStreamInfer through the gateway's KServe v2 front end,
 * ``nginx-http``: OpenAI SSE through NGINX in front of two gateway replicas (if nginx exists).
 
@@ -22,9 +22,18 @@ token minus the upstream's, as it measured them).
 
 Prints TTFT p50/p99 per path, the TTFT added over the baseline, the gateway's CPU time per
 request and tokens relayed per CPU-second of the gateway process(es) (from /proc/<pid>/stat),
-and the gateway RSS. Clients run in ``--clients`` processes (each with its own event loop) once
-a level has at least 100 streams. CPU per request is the robust figure on a shared machine:
-latency depends on what else runs, CPU time much less.
+and the RSS of the largest gateway replica. Clients run in ``--clients`` processes (each with
+its own event loop) once a level has at least 100 streams. CPU per request is the robust figure
+on a shared machine: latency depends on what else runs, CPU time much less.
+
+Load shape: streams start spread over one request's duration (not as one burst), and the
+synthetic TPOT rises with the level so the offered load stays at most ``--token-rate`` tokens/s
+(default 2,000: TPOT 2 ms at 1 stream, 50 ms at 100, 500 ms at 1,000), as a GPU's TPOT rises
+with its batch. Here the synthetic model's Python stub burns CPU that a GPU would not; at a
+fixed 2 ms TPOT, 1,000 streams offer 500,000 tokens/s, and on a small machine the "added TTFT"
+then measures the queue. ``--token-rate 0`` keeps TPOT fixed. ``--pin-gateways CPUS`` runs the
+gateways and nginx on CPUS and everything else on the other CPUs, as a deployment gives the
+gateway its own cores.
 
 ``--py-spy DIR`` samples the gateway with py-spy (``pip install py-spy``; needs ptrace) during
 each gateway path and prints the functions with the most own CPU samples. ``--gateway-src DIR``
@@ -44,6 +53,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import ssl
 import sys
 import tempfile
 import time
@@ -98,6 +108,8 @@ class Job:
     max_requests: int
     deadline: float
     tokens: int
+    prompt: str
+    ramp_s: float
 
 
 async def _grpc_stream(
@@ -106,7 +118,7 @@ async def _grpc_stream(
     request = build_infer_request(
         model=target.model,
         request_id=request_id,
-        prompt=PROMPT,
+        prompt=job.prompt,
         params=SamplingParams(max_tokens=job.tokens),
         names=TensorNames(),
     )
@@ -143,11 +155,16 @@ async def _http_stream(
 ) -> tuple[float, int]:
     if target.name == "triton-http":
         url = f"{target.address}/v2/models/{target.model}/generate_stream"
-        body: dict[str, Any] = {"text_input": PROMPT, "max_tokens": job.tokens, "stream": True}
+        body: dict[str, Any] = {"text_input": job.prompt, "max_tokens": job.tokens, "stream": True}
         text_of = _triton_text
     else:
         url = target.address + "/v1/completions"
-        body = {"model": target.model, "prompt": PROMPT, "max_tokens": job.tokens, "stream": True}
+        body = {
+            "model": target.model,
+            "prompt": job.prompt,
+            "max_tokens": job.tokens,
+            "stream": True,
+        }
         text_of = _openai_text
     started = time.perf_counter()
     ttft, tokens = -1.0, 0
@@ -181,16 +198,25 @@ async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
                 channel = grpc.aio.insecure_channel(target.address)
                 channels.append(channel)
                 stubs[target.name].append(service_pb2_grpc.GRPCInferenceServiceStub(channel))
-    limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-    client = httpx.AsyncClient(limits=limits, timeout=60.0)
+    # One HTTP client per stream, as each user has their own connections. With one client for
+    # 500 streams, some requests waited up to 19 s for response headers, through the gateway
+    # and straight to Triton alike. The TLS context is shared: one per client costs milliseconds.
+    tls = ssl.create_default_context()
     started = {"count": 0}
 
     async def loop(index: int) -> None:
+        async with httpx.AsyncClient(timeout=60.0, verify=tls) as client:
+            await stream(index, client)
+
+    async def stream(index: int, client: httpx.AsyncClient) -> None:
         # Each stream takes the targets in rounds, each round in a fresh random order: with a
         # fixed order, a gateway that always follows another gateway found the shared library
         # code (libpython, numpy) still in cache and looked ~0.1 ms faster than its twin.
         order = random.Random(index)
         pending: list[Target] = []
+        # Streams start spread over one request's duration, as users arrive, not all at once:
+        # a burst of 1,000 first requests measures the burst, not the gateway.
+        await asyncio.sleep(order.random() * job.ramp_s)
         while started["count"] < job.max_requests and time.time() < job.deadline:
             started["count"] += 1
             if not pending:
@@ -217,7 +243,6 @@ async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
     elapsed = time.perf_counter() - begun
     for channel in channels:
         await channel.close()
-    await client.aclose()
     for result in results.values():
         result["elapsed"] = elapsed
     return results
@@ -246,6 +271,42 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def parse_cpus(text: str) -> set[int]:
+    """CPU list as taskset takes it: ``1``, ``12-15``, ``0,2-3``."""
+    cpus: set[int] = set()
+    for part in text.split(","):
+        first, _, last = part.partition("-")
+        cpus.update(range(int(first), int(last or first) + 1))
+    return cpus
+
+
+def pin_group(leader: int, cpus: set[int]) -> None:
+    """Move every thread of every process in ``leader``'s process group onto ``cpus``.
+
+    Threads started later inherit the affinity of the thread that starts them.
+    """
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != leader:
+                continue
+            for task in (stat.parent / "task").iterdir():
+                os.sched_setaffinity(int(task.name), cpus)
+        except (OSError, ValueError):
+            continue  # the process or thread ended meanwhile
+
+
+def level_tpot_ms(level: int, tpot_ms: float, token_rate: float) -> float:
+    """The synthetic TPOT at ``level`` streams, so offered tokens/s stay at most ``token_rate``.
+
+    A GPU's TPOT grows with its batch; on a small machine, where the synthetic model's Python
+    stub, Triton, the clients and the gateway share a few cores, an unbounded token rate saturates
+    the box and the "added TTFT" measures the queue. 0 keeps ``tpot_ms`` at every level.
+    """
+    if token_rate <= 0:
+        return tpot_ms
+    return float(max(tpot_ms, round(1000 * level / token_rate)))
+
+
 def run_level(
     pool: Any, targets: tuple[Target, ...], level: int, args: argparse.Namespace
 ) -> dict[str, dict[str, Any]]:
@@ -257,8 +318,19 @@ def run_level(
     deadline = time.time() + args.max_seconds
     shares = [level // clients + (1 if i < level % clients else 0) for i in range(clients)]
     budget = args.max_requests * len(targets)
+    tpot_ms = level_tpot_ms(level, args.tpot_ms, args.token_rate)
+    prompt = PROMPT if tpot_ms == args.tpot_ms else f"{PROMPT} [[tpot_ms={tpot_ms:.0f}]]"
+    ramp_s = (args.ttft_ms + args.tokens * tpot_ms) / 1000
     jobs = [
-        Job(targets, s, max(len(targets), budget * s // level), deadline, args.tokens)
+        Job(
+            targets,
+            s,
+            max(len(targets), budget * s // level),
+            deadline,
+            args.tokens,
+            prompt,
+            ramp_s,
+        )
         for s in shares
     ]
     per_job = pool.map(_job_main, jobs)
@@ -333,6 +405,12 @@ def main() -> int:
     parser.add_argument("--ttft-ms", type=float, default=5.0)
     parser.add_argument("--tpot-ms", type=float, default=2.0)
     parser.add_argument("--tokens", type=int, default=16)
+    parser.add_argument(
+        "--token-rate",
+        type=float,
+        default=2000.0,
+        help="raise TPOT with the level so the offered tokens/s stay at most this (0: fixed TPOT)",
+    )
     parser.add_argument("--no-nginx", action="store_true")
     parser.add_argument(
         "--paths", nargs="+", help="only these gateway paths (their baselines always run)"
@@ -345,14 +423,25 @@ def main() -> int:
         help="also run a gateway from this folder as ref-http, interleaved with gw-http",
     )
     parser.add_argument(
+        "--pin-gateways",
+        type=parse_cpus,
+        metavar="CPUS",
+        help="run the gateways (and nginx) on these CPUs, everything else on the others",
+    )
+    parser.add_argument(
         "--gateway-loop", choices=("asyncio", "uvloop"), help="the gateways' --loop option"
     )
     args = parser.parse_args()
+    if args.pin_gateways and not os.sched_getaffinity(0) - args.pin_gateways:
+        parser.error("--pin-gateways must leave at least one CPU for Triton and the clients")
 
     root = Path(tempfile.mkdtemp(prefix="bench_gateway_"))
     # `python -m router_service` puts the working directory first on sys.path: run the gateways
     # from an empty one, so PYTHONPATH alone says which checkout each gateway runs.
     os.chdir(root)
+    if args.pin_gateways:
+        # Triton, its stub and the client processes inherit this; the gateways are moved below.
+        os.sched_setaffinity(0, os.sched_getaffinity(0) - args.pin_gateways)
     started: list[Any] = []
     try:
         repository = write_synthetic_repository(
@@ -394,6 +483,8 @@ def main() -> int:
             ).start()
             started.append(gateway)
             gateways.append(gateway)
+            if args.pin_gateways and gateway.process is not None:
+                pin_group(gateway.process.pid, args.pin_gateways)
         nginx_url = None
         if want_nginx:
             port = free_port()
@@ -412,6 +503,9 @@ def main() -> int:
                 log_path=root / "nginx" / "stdout.log",
             )
             started.append(nginx)
+            if args.pin_gateways:
+                time.sleep(0.5)  # let the master fork its worker
+                pin_group(nginx.pid, args.pin_gateways)
             nginx_url = f"http://127.0.0.1:{port}"
             if not wait_until(lambda: _http_ok(nginx_url + "/healthz"), timeout_s=10):
                 print("nginx did not start; skipping", file=sys.stderr)
@@ -439,13 +533,18 @@ def main() -> int:
             for group in groups:
                 if group[1][0].name == "gw-http":
                     group.append(ref)
+        tpots = ", ".join(
+            f"{level}: {level_tpot_ms(level, args.tpot_ms, args.token_rate):.0f} ms"
+            for level in args.levels
+        )
         print(
-            f"synthetic model: ttft {args.ttft_ms} ms, tpot {args.tpot_ms} ms,"
-            f" {args.tokens} tokens;"
+            f"synthetic model: ttft {args.ttft_ms} ms, {args.tokens} tokens, tpot per level"
+            f" {tpots} (offered ≤ {args.token_rate:.0f} tokens/s);"
             f" per level and path: {args.max_requests} requests or {args.max_seconds} s,"
             " interleaved with the baseline;"
             f" client processes: 1 below 100 streams, {args.clients} from 100;"
             f" cpus {os.cpu_count()}"
+            + (f", gateways pinned to {sorted(args.pin_gateways)}" if args.pin_gateways else "")
         )
         header = (
             f"{'level':>5} {'path':<11} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
@@ -467,7 +566,7 @@ def main() -> int:
                     base = group[0][0].name
                     _print_row(level, base, results[base])
                     for target, _ in group[1:]:
-                        rss = sum(_rss_mib(p) for p in pids[target.name])
+                        rss = max(_rss_mib(p) for p in pids[target.name])  # per replica
                         name = target.name
                         _print_row(level, name, results[name], results[base], cpu[name], rss)
         return 0
