@@ -38,8 +38,9 @@ gateway its own cores.
 ``--py-spy DIR`` samples the gateway with py-spy (``pip install py-spy``; needs ptrace) during
 each gateway path and prints the functions with the most own CPU samples. ``--gateway-src DIR``
 runs the gateway from another checkout's ``router_service`` (e.g. ``git worktree add``).
-``--ref-src DIR`` adds a third gateway from DIR as ``ref-http``, interleaved with ``gw-http`` and
-its baseline: a before/after comparison in one run, under the same load.
+``--ref-src DIR`` adds a third gateway from DIR as ``ref-http`` and ``ref-grpc``, interleaved with
+``gw-http`` and ``gw-grpc`` and their baselines: a before/after comparison in one run, under the
+same load.
 
 Usage: ``.venv/bin/python scripts/bench_gateway.py [--levels 1 100 1000]``
 """
@@ -420,7 +421,7 @@ def main() -> int:
     parser.add_argument(
         "--ref-src",
         type=Path,
-        help="also run a gateway from this folder as ref-http, interleaved with gw-http",
+        help="also run a gateway from this folder as ref-http/ref-grpc, next to gw-http/gw-grpc",
     )
     parser.add_argument(
         "--pin-gateways",
@@ -529,10 +530,16 @@ def main() -> int:
         # Each group runs interleaved: a baseline and the gateway path(s) measured against it.
         groups = [[(baselines[BASELINE[path.name]], []), (path, procs)] for path, procs in paths]
         if args.ref_src is not None:
-            ref = (Target("ref-http", gateways[-1].base_url, "expert-router"), [gateways[-1]])
+            ref_gateway = gateways[-1]
+            refs = {
+                "gw-http": Target("ref-http", ref_gateway.base_url, "expert-router"),
+                "gw-grpc": Target(
+                    "ref-grpc", f"127.0.0.1:{ref_gateway.config['grpc_port']}", "expert-router"
+                ),
+            }
             for group in groups:
-                if group[1][0].name == "gw-http":
-                    group.append(ref)
+                if group[1][0].name in refs:
+                    group.append((refs[group[1][0].name], [ref_gateway]))
         tpots = ", ".join(
             f"{level}: {level_tpot_ms(level, args.tpot_ms, args.token_rate):.0f} ms"
             for level in args.levels
