@@ -22,7 +22,6 @@ models). API keys, when configured, come from the ``authorization: Bearer <key>`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import struct
 import time
 import uuid
@@ -262,7 +261,11 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         self,
         request_iterator: AsyncIterator[service_pb2.ModelInferRequest],
         context: grpc.aio.ServicerContext[Any, Any],
-    ) -> AsyncIterator[service_pb2.ModelStreamInferResponse]:
+    ) -> None:
+        # Each request runs in its own task and writes its responses itself (context.write,
+        # one write at a time), rather than through a queue that this handler drains: a queue
+        # puts one more hop through the event loop before every token, and under load each hop
+        # waits behind the other streams' callbacks.
         try:
             self._check_key(context)
         except AuthenticationError as error:
@@ -270,11 +273,20 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
             access = AccessRecord("", rpc, time.perf_counter(), protocol="grpc")
             access.emit(grpc.StatusCode.UNAUTHENTICATED.name, error=error.code or error.error_type)
             await context.abort(grpc.StatusCode.UNAUTHENTICATED, error.message)
-        out: asyncio.Queue[service_pb2.ModelStreamInferResponse | GatewayError | None] = (
-            asyncio.Queue()
-        )
         tasks: set[asyncio.Task[None]] = set()
+        write_lock = asyncio.Lock()
         written = False
+        is_reading = True
+        # A failure before any response, of the only request on a stream the client has closed
+        # for writing, ends the RPC with its status instead of an in-stream error.
+        rpc_error: GatewayError | None = None
+
+        async def write(response: service_pb2.ModelStreamInferResponse) -> None:
+            nonlocal written
+            # grpc.aio allows one write in flight per call. Taking a free lock does not yield.
+            async with write_lock:
+                written = True
+                await context.write(response)
 
         def error_response(
             request: service_pb2.ModelInferRequest, error: GatewayError
@@ -287,18 +299,21 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
             )
 
         async def run(request: service_pb2.ModelInferRequest, received_at: float) -> None:
+            nonlocal rpc_error
             access = self._access(request, "ModelStreamInfer", received_at)
             try:
                 generation = await self._open(request, access)
             except GatewayError as error:
-                # Before any response on the stream and alone on it: a real status code.
-                is_alone = not written and len(tasks) == 1 and reader_done.is_set()
+                is_alone = not written and len(tasks) == 1 and not is_reading
                 access.emit(
                     status_code(error).name,
                     error=error.code or error.error_type,
                     in_stream=not is_alone,
                 )
-                await out.put(error if is_alone else error_response(request, error))
+                if is_alone:
+                    rpc_error = error
+                else:
+                    await write(error_response(request, error))
                 return
             failure: GatewayError | None = None
             is_first = True
@@ -308,7 +323,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
                     if is_first:
                         generation.mark_first_delivery()
                         is_first = False
-                    await out.put(
+                    await write(
                         service_pb2.ModelStreamInferResponse(
                             infer_response=self._response(
                                 request, chunk.text, routed=generation if first else None
@@ -317,14 +332,14 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
                     )
                 param = request.parameters.get("triton_enable_empty_final_response")
                 if param is not None and param.bool_param:
-                    await out.put(
+                    await write(
                         service_pb2.ModelStreamInferResponse(
                             infer_response=self._response(request, None, is_final=True)
                         )
                     )
             except GatewayError as error:
                 failure = error
-                await out.put(error_response(request, error))
+                await write(error_response(request, error))
             finally:
                 await generation.aclose()
                 if failure is not None:
@@ -339,40 +354,19 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
                     status = grpc.StatusCode.OK if is_ok else grpc.StatusCode.CANCELLED
                     access.emit(status.name, **done_fields(generation))
 
-        reader_done = asyncio.Event()
-
-        def finished(task: asyncio.Task[None]) -> None:
-            tasks.discard(task)
-            if reader_done.is_set() and not tasks:
-                out.put_nowait(None)
-
-        async def read() -> None:
-            try:
-                async for request in request_iterator:
-                    task = asyncio.create_task(run(request, time.perf_counter()))
-                    tasks.add(task)
-                    task.add_done_callback(finished)
-            finally:
-                reader_done.set()
-                if not tasks:
-                    out.put_nowait(None)
-
-        reader = asyncio.create_task(read())
         try:
-            while True:
-                item = await out.get()
-                if item is None:
-                    break
-                if isinstance(item, GatewayError):
-                    await context.abort(status_code(item), item.message)
-                written = True
-                yield item
+            async for request in request_iterator:
+                task = asyncio.create_task(run(request, time.perf_counter()))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            is_reading = False
+            while tasks:
+                await asyncio.wait(set(tasks))
         finally:
-            reader.cancel()
             for task in list(tasks):
                 task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+        if rpc_error is not None:
+            await context.abort(status_code(rpc_error), rpc_error.message)
 
 
 async def start_grpc_server(

@@ -321,10 +321,20 @@ class AbortedError(Exception):
 
 @dataclass
 class RecordingContext:
-    """Stand-in for grpc.aio.ServicerContext: metadata in, abort recorded."""
+    """Stand-in for grpc.aio.ServicerContext: metadata in, writes and abort recorded."""
 
     metadata: tuple[tuple[str, str], ...] = ()
     aborted: tuple[grpc.StatusCode, str] | None = None
+    written: list[Any] = field(default_factory=list)
+    is_writing: bool = False
+
+    async def write(self, message: Any) -> None:
+        # grpc.aio refuses a second write while one is in flight on the call; so does this.
+        assert not self.is_writing, "context.write while another write is in flight"
+        self.is_writing = True
+        await asyncio.sleep(0)  # in flight: other tasks run meanwhile
+        self.written.append(message)
+        self.is_writing = False
 
     def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
         return self.metadata
@@ -436,7 +446,8 @@ def stream(front: GrpcFrontEnd, requests: list[Any], context: RecordingContext) 
             for request in requests:
                 yield request
 
-        return [r async for r in front.ModelStreamInfer(incoming(), context)]
+        await front.ModelStreamInfer(incoming(), context)
+        return context.written
 
     return asyncio.run(run())
 
@@ -597,6 +608,21 @@ def test_two_requests_on_one_stream_get_one_log_line_each(
     lines = {line["request_id"]: line for line in access_lines(caplog)}
     assert lines["req-1"]["status"] == "OK"
     assert lines["req-2"]["status"] == "INVALID_ARGUMENT" and lines["req-2"]["in_stream"]
+
+
+def test_requests_sharing_a_stream_interleave_and_write_one_at_a_time() -> None:
+    script = [" a", triton_message(" b"), triton_message(" c"), triton_message(None, final=True)]
+    first, second = request_of(prompt()), request_of(prompt())
+    second.id = "req-2"
+
+    # RecordingContext fails on a write while another is in flight, as grpc.aio does.
+    responses = stream(front_end(ScriptedDispatcher(script)), [first, second], RecordingContext())
+
+    ids = [r.infer_response.id for r in responses]
+    for request_id in ("req-1", "req-2"):
+        texts = [text_of(r.infer_response) for r in responses if r.infer_response.id == request_id]
+        assert texts == [" a", " b", " c"]
+    assert ids != sorted(ids)  # the second request did not wait for the first to finish
 
 
 def test_no_json_is_built_when_the_access_logger_is_off(caplog: pytest.LogCaptureFixture) -> None:
