@@ -10,7 +10,8 @@ first) over these paths:
   same httpx client as the HTTP paths (the baseline of ``gw-http`` and ``nginx-http``),
 * ``gw-http``: OpenAI SSE through the gateway (one httpx.AsyncClient per stream),
 * ``gw-grpc``: gRPC ModelStreamInfer through the gateway's KServe v2 front end,
-* ``nginx-http``: OpenAI SSE through NGINX in front of two gateway replicas (if nginx exists).
+* ``nginx-http``: OpenAI SSE through NGINX in front of two gateway replicas (if nginx exists),
+  with the nginx.conf that ``expert-deploy up`` renders.
 
 Each gateway path is compared with the direct path of the same protocol and client, so the
 added TTFT is the gateway's, not the difference between httpx and grpc.aio as clients (about
@@ -69,6 +70,8 @@ import grpc  # noqa: E402
 import httpx  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc  # noqa: E402
 
+from expert_deploy.render.environment import make_environment  # noqa: E402
+from expert_deploy.render.nginx import nginx_values, render_nginx  # noqa: E402
 from router_service.classifier.fit import fit_router  # noqa: E402
 from router_service.config import TensorNames  # noqa: E402
 from router_service.triton_codec import (  # noqa: E402
@@ -360,40 +363,23 @@ def _ms(value: float) -> str:
     return "-" if value != value else f"{value:.2f}"  # NaN: the path reports no overhead
 
 
-def _nginx_conf(workdir: Path, port: int, upstream_ports: list[int]) -> Path:
-    servers = "\n".join(f"    server 127.0.0.1:{p};" for p in upstream_ports)
-    temp = {n: workdir / n for n in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
-    for directory in temp.values():
-        directory.mkdir(parents=True, exist_ok=True)
-    conf = f"""worker_processes 1;
-pid {workdir}/nginx.pid;
-error_log {workdir}/error.log warn;
-events {{ worker_connections 8192; }}
-http {{
-  access_log off;
-  client_body_temp_path {temp["body"]};
-  proxy_temp_path {temp["proxy"]};
-  fastcgi_temp_path {temp["fastcgi"]};
-  uwsgi_temp_path {temp["uwsgi"]};
-  scgi_temp_path {temp["scgi"]};
-  upstream gateways {{
-{servers}
-    keepalive 256;
-  }}
-  server {{
-    listen 127.0.0.1:{port};
-    location / {{
-      proxy_pass http://gateways;
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_buffering off;
-      proxy_read_timeout 300s;
-    }}
-  }}
-}}
-"""
+def _nginx_conf(workdir: Path, http_port: int, gateways: list[Gateway]) -> Path:
+    """The product's nginx.conf (the template and values `expert-deploy up` renders)."""
+    for folder in ("logs", "temp"):
+        (workdir / folder).mkdir(parents=True, exist_ok=True)
+    values = nginx_values(
+        deployment="bench-gateway",
+        runtime_dir=workdir,
+        gateways=[("127.0.0.1", g.http_port, g.config["grpc_port"]) for g in gateways],
+        listen_address="127.0.0.1",
+        http_port=http_port,
+        grpc_port=free_port(),
+        strategy="round_robin",
+        tls=None,
+        max_body=1 << 20,
+    )
     path = workdir / "nginx.conf"
-    path.write_text(conf)
+    path.write_text(render_nginx(make_environment(REPO_ROOT / "templates"), values))
     return path
 
 
@@ -489,14 +475,16 @@ def main() -> int:
         nginx_url = None
         if want_nginx:
             port = free_port()
-            conf = _nginx_conf(root / "nginx", port, [g.http_port for g in gateways[:2]])
+            conf = _nginx_conf(root / "nginx", port, gateways[:2])
             nginx = start_group(
                 [
                     "nginx",
                     "-e",
-                    str(root / "nginx" / "error.log"),
+                    str(root / "nginx" / "logs" / "error.log"),
                     "-c",
                     str(conf),
+                    "-p",
+                    f"{root / 'nginx'}/",
                     "-g",
                     "daemon off;",
                 ],

@@ -8,6 +8,7 @@ well over 1,000 concurrent streams.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,10 +89,40 @@ def nginx_context(
             f"nginx gRPC port {grpc} is already planned on host {plan.nginx.host}; "
             "set nginx.grpc_listen_port to a free port"
         )
+    return nginx_values(
+        deployment=plan.name,
+        runtime_dir=runtime_dir,
+        gateways=[(g.address, g.http_port, g.grpc_port) for g in plan.gateways],
+        listen_address=plan.nginx.address,
+        http_port=plan.nginx.listen_port,
+        grpc_port=grpc,
+        strategy=inventory.nginx.strategy,
+        tls=tls,
+        max_body=max_body,
+    )
+
+
+def nginx_values(
+    *,
+    deployment: str,
+    runtime_dir: Path,
+    gateways: Sequence[tuple[str, int, int]],
+    listen_address: str,
+    http_port: int,
+    grpc_port: int,
+    strategy: Balancing,
+    tls: NginxTls | None,
+    max_body: int,
+) -> dict[str, Any]:
+    """The template's values for NGINX on ``listen_address`` in front of ``gateways``.
+
+    ``gateways`` holds each replica's (address, HTTP port, gRPC port). Separate from
+    :func:`nginx_context` so scripts/bench_gateway.py measures this very config.
+    """
     keepalive = 64
-    worker_connections = 2 * DESIGN_STREAMS + 2 * keepalive * len(plan.gateways) + 256
+    worker_connections = 2 * DESIGN_STREAMS + 2 * keepalive * len(gateways) + 256
     return {
-        "deployment": plan.name,
+        "deployment": deployment,
         "prefix": str(runtime_dir),
         "pid_path": str(runtime_dir / "nginx.pid"),
         "error_log": str(runtime_dir / "logs" / "error.log"),
@@ -101,16 +132,16 @@ def nginx_context(
         "worker_connections": worker_connections,
         "rlimit_nofile": 2 * worker_connections,
         "client_max_body_size": max_body,
-        "balancing": _BALANCING[inventory.nginx.strategy],
-        "http_servers": [f"{g.address}:{g.http_port}" for g in plan.gateways],
-        "grpc_servers": [f"{g.address}:{g.grpc_port}" for g in plan.gateways],
+        "balancing": _BALANCING[strategy],
+        "http_servers": [f"{address}:{http}" for address, http, _ in gateways],
+        "grpc_servers": [f"{address}:{grpc}" for address, _, grpc in gateways],
         "max_fails": 3,
         "fail_timeout_s": 10,
         "keepalive": keepalive,
         "keepalive_timeout_s": 60,
-        "http_listen_address": plan.nginx.address,
-        "http_listen": plan.nginx.listen_port,
-        "grpc_listen": grpc,
+        "http_listen_address": listen_address,
+        "http_listen": http_port,
+        "grpc_listen": grpc_port,
         "tls": tls,
         "connect_timeout_s": 5,
         "read_timeout_s": READ_TIMEOUT_S,
