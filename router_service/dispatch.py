@@ -114,7 +114,7 @@ class GenerateRequest:
 
     ``prompt`` is sent to the expert; ``classify_text`` (default: ``prompt``) is classified.
     ``expert_id`` pins an expert and skips classification. ``received_at`` is the
-    ``time.perf_counter()`` when the front end received the request (start of overhead).
+    ``time.perf_counter()`` when the front end had the whole request (start of overhead).
     """
 
     prompt: str

@@ -108,6 +108,10 @@ class HttpFrontEnd:
         try:
             require_api_key(request.headers.get("authorization"), self.secrets.api_keys)
             raw = await self._read_body(request)
+            # The overhead clock starts with the whole body in hand: a client that is slow to
+            # send it is not routing overhead (NGINX with request buffering off forwards the
+            # headers first). The access log's duration still counts from the headers.
+            body_at = time.perf_counter()
             if kind == "completion":
                 parsed = parse_completion(raw, self.config.limits)
             else:
@@ -117,7 +121,7 @@ class HttpFrontEnd:
             if self.config.log_prompts:
                 access.fields["prompt"] = parsed.prompt
             generation = await self.dispatcher.open(
-                self._to_generate_request(parsed, request_id, received_at)
+                self._to_generate_request(parsed, request_id, body_at)
             )
         except GatewayError as error:
             access.emit(error.http_status, error=error.code or error.error_type)

@@ -1,8 +1,9 @@
 """Prometheus metrics of one gateway replica, in their own registry (no process-wide state).
 
-Overhead here means what the gateway adds to time to first token: the time from receiving the
-request to writing to Triton, plus the time from Triton's first response to handing the first
-chunk to the front end's transport. Buckets are fine-grained below 5 ms on purpose.
+Overhead here means what the gateway adds to time to first token: the time from having the
+whole request (headers and body) to writing to Triton, plus the time from Triton's first
+response to handing the first chunk to the front end's transport. Buckets are fine-grained below
+5 ms on purpose.
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 
 import httpx
@@ -41,6 +42,33 @@ def test_openai_client_streams_completion_in_order_and_complete(
     assert "".join(texts) == _tokens("e1a-", 12)
     assert finish == "length"
     assert usage is not None and usage.completion_tokens == 12 and usage.prompt_tokens > 0
+
+
+def test_overhead_header_leaves_out_a_client_slow_to_send_its_body(
+    fleet: Fleet, router: Router, start_gateway: GatewayFactory
+) -> None:
+    gateway = start_gateway(fleet.table())
+    body = json.dumps(
+        {"model": "expert-router", "prompt": router.prompt_for_cluster[1], "max_tokens": 2}
+    ).encode()
+    head = (
+        f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", gateway.http_port), timeout=20) as sock:
+        sock.sendall(head)
+        time.sleep(0.5)  # the client stalls between headers and body, as on a loaded host
+        sock.sendall(body)
+        reply = b""
+        while chunk := sock.recv(65536):
+            reply += chunk
+    status, _, rest = reply.partition(b"\r\n")
+    assert status.startswith(b"HTTP/1.1 200"), reply[:300]
+    headers = dict(
+        line.decode().lower().split(": ", 1) for line in rest.split(b"\r\n\r\n")[0].split(b"\r\n")
+    )
+    # The 500 ms wait for the body is the client's, not routing overhead.
+    assert 0.0 <= float(headers["x-expert-router-overhead-ms"]) < 250.0
 
 
 def test_chat_stream_routes_by_last_user_message_and_sets_headers(
