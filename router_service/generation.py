@@ -128,7 +128,8 @@ class Generation:
     def mark_first_delivery(self) -> float:
         """Call when the first chunk (or the response headers) goes to the client.
 
-        Fixes :attr:`gateway_overhead_s`, records it in the overhead histogram and returns it.
+        Fixes :attr:`gateway_overhead_s` and returns it; :meth:`_settle` records it in the
+        overhead histogram once the first token is out.
         """
         if self._overhead_s is None:
             self._overhead_s = self.gateway_overhead_s

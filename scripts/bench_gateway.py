@@ -256,8 +256,13 @@ def _job_main(job: Job) -> dict[str, dict[str, Any]]:
     return asyncio.run(_run_job(job))
 
 
+def _stat_fields(stat: Path) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (which may hold spaces and ')')."""
+    return stat.read_text().rsplit(")", 1)[1].split()
+
+
 def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = _stat_fields(Path(f"/proc/{pid}/stat"))
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -291,7 +296,7 @@ def pin_group(leader: int, cpus: set[int]) -> None:
     """
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[2]) != leader:
+            if int(_stat_fields(stat)[2]) != leader:
                 continue
             for task in (stat.parent / "task").iterdir():
                 os.sched_setaffinity(int(task.name), cpus)
@@ -492,13 +497,12 @@ def main() -> int:
                 log_path=root / "nginx" / "stdout.log",
             )
             started.append(nginx)
-            if args.pin_gateways:
-                time.sleep(0.5)  # let the master fork its worker
-                pin_group(nginx.pid, args.pin_gateways)
             nginx_url = f"http://127.0.0.1:{port}"
             if not wait_until(lambda: _http_ok(nginx_url + "/healthz"), timeout_s=10):
                 print("nginx did not start; skipping", file=sys.stderr)
                 nginx_url = None
+            elif args.pin_gateways:
+                pin_group(nginx.pid, args.pin_gateways)  # answering: its worker exists
         gw = gateways[0]
         baselines = {
             "triton-grpc": Target("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble"),

@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.integration.conftest import Fleet, GatewayFactory, Router
+from tests.support.processes import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -181,15 +182,13 @@ def test_metrics_count_every_token_and_request_once(
     with httpx.stream("POST", gateway.base_url + "/v1/completions", json=body) as response:
         next(line for line in response.iter_lines() if line.startswith("data: {"))
 
-    def settled() -> dict[str, float]:
+    def samples_now() -> dict[str, float]:
         return _samples(httpx.get(gateway.base_url + "/metrics").text)
 
-    samples = settled()
-    for _ in range(50):  # the cancelled stream ends in the gateway a moment after we left
-        if samples.get('expert_router_requests_total{expert="e1",outcome="cancelled"}'):
-            break
-        time.sleep(0.1)
-        samples = settled()
+    cancelled = 'expert_router_requests_total{expert="e1",outcome="cancelled"}'
+    # The cancelled stream ends in the gateway a moment after we left.
+    wait_until(lambda: bool(samples_now().get(cancelled)), timeout_s=5)
+    samples = samples_now()
     assert samples['expert_router_requests_total{expert="e1",outcome="ok"}'] == 4
     assert samples['expert_router_requests_total{expert="e1",outcome="cancelled"}'] == 1
     assert samples['expert_router_inflight{expert="e1"}'] == 0
