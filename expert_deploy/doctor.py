@@ -26,7 +26,15 @@ Status = Literal["pass", "warn", "fail"]
 
 #: Modules whose presence shows an extra is installed (found, not imported: doctor stays fast).
 EXTRAS: dict[str, tuple[str, ...]] = {
-    "router": ("starlette", "uvicorn", "grpc", "tritonclient", "numpy", "prometheus_client"),
+    "router": (
+        "starlette",
+        "uvicorn",
+        "httptools",
+        "grpc",
+        "tritonclient",
+        "numpy",
+        "prometheus_client",
+    ),
     "fit": ("sklearn",),
     "build": ("huggingface_hub", "docker"),
     "docker": ("docker",),

@@ -26,7 +26,6 @@ from router_service.auth import require_admin_token
 from router_service.config import ConfigError, parse_routing_table
 from router_service.dispatch import Dispatcher
 from router_service.errors import BadRequestError, GatewayError
-from router_service.http_app import error_response
 from router_service.settings import Secrets
 
 __all__ = ["build_admin_app"]
@@ -34,6 +33,12 @@ __all__ = ["build_admin_app"]
 LOGGER = logging.getLogger("router_service.admin")
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error_response(error: GatewayError) -> JSONResponse:
+    """The JSON error response for ``error``, in the public port's shape."""
+    headers = {} if error.retry_after_s is None else {"retry-after": str(error.retry_after_s)}
+    return JSONResponse(error.to_body(), status_code=error.http_status, headers=headers)
 
 
 def build_admin_app(dispatcher: Dispatcher, secrets: Secrets) -> Starlette:

@@ -12,18 +12,14 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator
-
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 
 from router_service.access_log import AccessRecord, done_fields
 from router_service.auth import require_api_key
 from router_service.config import GatewayConfig
 from router_service.dispatch import Dispatcher, GenerateRequest, Generation
-from router_service.errors import BadRequestError, GatewayError, NotFoundError, PayloadTooLargeError
+from router_service.errors import BadRequestError, GatewayError, NotFoundError
+from router_service.http_server import HttpRequest, HttpResponse, StreamResponse
 from router_service.openai_api import (
     ChunkEncoder,
     ParsedRequest,
@@ -35,43 +31,59 @@ from router_service.openai_api import (
     usage_body,
 )
 from router_service.settings import Secrets
-from router_service.sse import SSEResponse
 
-__all__ = ["HttpFrontEnd", "build_http_app", "error_response"]
+__all__ = ["HttpFrontEnd", "error_response", "json_response"]
 
 _DONE = b"data: [DONE]\n\n"
+_METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+Response = HttpResponse | StreamResponse
 
 
-def error_response(error: GatewayError) -> JSONResponse:
+def json_response(
+    body: object, status: int = 200, headers: Sequence[tuple[str, str]] = ()
+) -> HttpResponse:
+    """``body`` as a compact JSON response."""
+    data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return HttpResponse(status, data.encode("utf-8"), headers)
+
+
+def error_response(error: GatewayError) -> HttpResponse:
     """The OpenAI-style JSON error response for ``error`` (with Retry-After when set)."""
-    headers = {}
-    if error.retry_after_s is not None:
-        headers["retry-after"] = str(error.retry_after_s)
-    return JSONResponse(error.to_body(), status_code=error.http_status, headers=headers)
+    headers = [] if error.retry_after_s is None else [("retry-after", str(error.retry_after_s))]
+    return json_response(error.to_body(), error.http_status, headers)
 
 
 class HttpFrontEnd:
-    """Request handlers of the public HTTP port."""
+    """Request handlers of the public HTTP port; :meth:`handle` is the server's handler."""
 
     def __init__(self, config: GatewayConfig, dispatcher: Dispatcher, secrets: Secrets) -> None:
         self.config = config
         self.dispatcher = dispatcher
         self.secrets = secrets
         self.is_shutting_down = False
+        self._routes: dict[str, tuple[str, Callable[[HttpRequest], Awaitable[Response]]]] = {
+            "/v1/completions": ("POST", self.completions),
+            "/v1/chat/completions": ("POST", self.chat_completions),
+            "/v1/models": ("GET", self.models),
+            "/healthz": ("GET", self.healthz),
+            "/readyz": ("GET", self.readyz),
+            "/metrics": ("GET", self.metrics),
+        }
 
-    async def _read_body(self, request: Request) -> bytes:
-        limit = self.config.limits.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLargeError(f"Request body is larger than {limit} bytes.")
-        parts: list[bytes] = []
-        size = 0
-        async for part in request.stream():
-            size += len(part)
-            if size > limit:
-                raise PayloadTooLargeError(f"Request body is larger than {limit} bytes.")
-            parts.append(part)
-        return b"".join(parts)
+    async def handle(self, request: HttpRequest) -> Response:
+        """Route ``request`` by path (404) and method (405)."""
+        route = self._routes.get(request.path)
+        if route is None:
+            return error_response(NotFoundError(f"No route for {request.path}.", code="not_found"))
+        method, handler = route
+        if request.method != method:
+            error = BadRequestError(
+                f"Method {request.method} not allowed.", code="method_not_allowed"
+            )
+            error.http_status = 405
+            return error_response(error)
+        return await handler(request)
 
     def _to_generate_request(
         self, parsed: ParsedRequest, request_id: str, received_at: float
@@ -95,33 +107,30 @@ class HttpFrontEnd:
             received_at=received_at,
         )
 
-    async def completions(self, request: Request) -> Response:
+    async def completions(self, request: HttpRequest) -> Response:
         return await self._generate(request, kind="completion")
 
-    async def chat_completions(self, request: Request) -> Response:
+    async def chat_completions(self, request: HttpRequest) -> Response:
         return await self._generate(request, kind="chat")
 
-    async def _generate(self, request: Request, *, kind: str) -> Response:
-        received_at = time.perf_counter()
+    async def _generate(self, request: HttpRequest, *, kind: str) -> Response:
         request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
-        access = AccessRecord(request_id, request.url.path, received_at, protocol="http")
+        # The access log's duration counts from the headers; the overhead clock starts with the
+        # whole body in hand (received_at): a client that is slow to send it is not routing
+        # overhead (NGINX with request buffering off forwards the headers first).
+        access = AccessRecord(request_id, request.path, request.started_at, protocol="http")
         try:
             require_api_key(request.headers.get("authorization"), self.secrets.api_keys)
-            raw = await self._read_body(request)
-            # The overhead clock starts with the whole body in hand: a client that is slow to
-            # send it is not routing overhead (NGINX with request buffering off forwards the
-            # headers first). The access log's duration still counts from the headers.
-            body_at = time.perf_counter()
             if kind == "completion":
-                parsed = parse_completion(raw, self.config.limits)
+                parsed = parse_completion(request.body, self.config.limits)
             else:
-                parsed = parse_chat(raw, self.config.limits, self.config.chat)
+                parsed = parse_chat(request.body, self.config.limits, self.config.chat)
             access.fields.update(model=parsed.model, stream=parsed.is_stream)
             access.fields["prompt_chars"] = len(parsed.prompt)
             if self.config.log_prompts:
                 access.fields["prompt"] = parsed.prompt
             generation = await self.dispatcher.open(
-                self._to_generate_request(parsed, request_id, body_at)
+                self._to_generate_request(parsed, request_id, request.received_at)
             )
         except GatewayError as error:
             access.emit(error.http_status, error=error.code or error.error_type)
@@ -131,7 +140,7 @@ class HttpFrontEnd:
         response_id = prefix + request_id
         if parsed.is_stream:
             headers = self._routing_headers(generation, generation.mark_first_delivery())
-            return SSEResponse(
+            return StreamResponse(
                 self._events(generation, parsed, response_id, created, access),
                 headers=headers,
                 on_close=generation.aclose,
@@ -139,15 +148,14 @@ class HttpFrontEnd:
         return await self._collect(generation, parsed, response_id, created, access)
 
     @staticmethod
-    def _routing_headers(generation: Generation, overhead_s: float) -> dict[str, str]:
-        return {
-            "x-expert-router-expert": generation.expert_id,
-            "x-expert-router-cluster": ""
-            if generation.cluster is None
-            else str(generation.cluster),
-            "x-expert-router-fallback": "true" if generation.is_fallback else "false",
-            "x-expert-router-overhead-ms": f"{overhead_s * 1000:.3f}",
-        }
+    def _routing_headers(generation: Generation, overhead_s: float) -> list[tuple[str, str]]:
+        cluster = "" if generation.cluster is None else str(generation.cluster)
+        return [
+            ("x-expert-router-expert", generation.expert_id),
+            ("x-expert-router-cluster", cluster),
+            ("x-expert-router-fallback", "true" if generation.is_fallback else "false"),
+            ("x-expert-router-overhead-ms", f"{overhead_s * 1000:.3f}"),
+        ]
 
     async def _collect(
         self,
@@ -178,7 +186,7 @@ class HttpFrontEnd:
             usage=usage,
         )
         access.emit(200, **done_fields(generation))
-        return JSONResponse(body, headers=self._routing_headers(generation, overhead_s))
+        return json_response(body, headers=self._routing_headers(generation, overhead_s))
 
     async def _events(
         self,
@@ -231,7 +239,7 @@ class HttpFrontEnd:
             await generation.aclose()
             access.emit(200, **done_fields(generation))
 
-    async def models(self, request: Request) -> Response:
+    async def models(self, request: HttpRequest) -> Response:
         try:
             require_api_key(request.headers.get("authorization"), self.secrets.api_keys)
         except GatewayError as error:
@@ -240,12 +248,12 @@ class HttpFrontEnd:
         data = [
             {"id": n, "object": "model", "created": 0, "owned_by": "expert-router"} for n in names
         ]
-        return JSONResponse({"object": "list", "data": data})
+        return json_response({"object": "list", "data": data})
 
-    async def healthz(self, request: Request) -> Response:
-        return JSONResponse({"status": "alive"})
+    async def healthz(self, request: HttpRequest) -> Response:
+        return json_response({"status": "alive"})
 
-    async def readyz(self, request: Request) -> Response:
+    async def readyz(self, request: HttpRequest) -> Response:
         state = self.dispatcher.state
         is_ready = self.dispatcher.is_ready() and not self.is_shutting_down
         body: dict[str, object] = {
@@ -256,38 +264,8 @@ class HttpFrontEnd:
         problems = self.dispatcher.problems()
         if problems:
             body["problems"] = problems
-        return JSONResponse(body, status_code=200 if is_ready else 503)
+        return json_response(body, 200 if is_ready else 503)
 
-    async def metrics(self, request: Request) -> Response:
+    async def metrics(self, request: HttpRequest) -> Response:
         self.dispatcher.snapshot()  # refreshes the per-upstream health gauges
-        return Response(
-            self.dispatcher.metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
-
-    async def not_found(self, request: Request, exc: Exception) -> Response:
-        return error_response(NotFoundError(f"No route for {request.url.path}.", code="not_found"))
-
-    async def method_not_allowed(self, request: Request, exc: Exception) -> Response:
-        error = BadRequestError(f"Method {request.method} not allowed.", code="method_not_allowed")
-        error.http_status = 405
-        return error_response(error)
-
-
-def build_http_app(
-    config: GatewayConfig, dispatcher: Dispatcher, secrets: Secrets
-) -> tuple[Starlette, HttpFrontEnd]:
-    """The public Starlette app and its front-end object (``is_shutting_down`` flag for readyz)."""
-    front = HttpFrontEnd(config, dispatcher, secrets)
-    routes = [
-        Route("/v1/completions", front.completions, methods=["POST"]),
-        Route("/v1/chat/completions", front.chat_completions, methods=["POST"]),
-        Route("/v1/models", front.models, methods=["GET"]),
-        Route("/healthz", front.healthz, methods=["GET"]),
-        Route("/readyz", front.readyz, methods=["GET"]),
-        Route("/metrics", front.metrics, methods=["GET"]),
-    ]
-    app = Starlette(
-        routes=routes,
-        exception_handlers={404: front.not_found, 405: front.method_not_allowed},
-    )
-    return app, front
+        return HttpResponse(200, self.dispatcher.metrics.render(), content_type=_METRICS_TYPE)

@@ -1,4 +1,5 @@
-"""Run one gateway replica: public HTTP port, admin port and (optional) gRPC port in one loop.
+"""Run one gateway replica: public HTTP port (our HttpServer), admin port (uvicorn) and (optional)
+gRPC port, in one loop.
 
 Start-up: read secrets once, load the classifier, open upstream channels (first probes), freeze
 what is loaded out of the cyclic GC's reach, then serve. SIGTERM/SIGINT: ``/readyz`` turns 503,
@@ -25,7 +26,8 @@ from router_service.classifier import Classifier
 from router_service.config import ConfigError, GatewayConfig
 from router_service.dispatch import Dispatcher
 from router_service.grpc_frontend import start_grpc_server
-from router_service.http_app import build_http_app
+from router_service.http_app import HttpFrontEnd
+from router_service.http_server import HttpServer
 from router_service.metrics import GatewayMetrics
 from router_service.settings import load_secrets
 
@@ -95,8 +97,16 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     metrics = GatewayMetrics()
     dispatcher = Dispatcher(config, classifier, metrics=metrics, load_classifier=load_classifier)
     await dispatcher.start()
-    app, front = build_http_app(config, dispatcher, secrets)
-    public = _Server(_uvicorn_config(app, config.host, config.http_port, config))
+    front = HttpFrontEnd(config, dispatcher, secrets)
+    public = HttpServer(front.handle, max_body_bytes=config.limits.max_body_bytes)
+    try:
+        await public.start(config.host, config.http_port)
+    except OSError as exc:
+        await dispatcher.close()
+        raise ConfigError(
+            f"cannot listen on {config.host}:{config.http_port} ({exc.strerror or exc}); "
+            "set http_port to a free port"
+        ) from exc
     admin = _Server(
         _uvicorn_config(
             build_admin_app(dispatcher, secrets), config.admin_host, config.admin_port, config
@@ -110,6 +120,10 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
         grpc_server, grpc_front, bound = await start_grpc_server(config, dispatcher, secrets)
         grpc_address = f"{config.host}:{bound}"
 
+    async def serve_public() -> None:
+        await stopping.wait()
+        await public.shutdown(config.timeouts.drain_deadline_s or None)
+
     async def serve_grpc() -> None:
         if grpc_server is None:
             return
@@ -120,7 +134,6 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     def request_stop() -> None:
         _log("shutdown", detail="signal received; draining in-flight requests")
         front.is_shutting_down = True
-        public.should_exit = True
         admin.should_exit = True
         stopping.set()
 
@@ -143,7 +156,7 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     gc.collect()
     gc.freeze()
     try:
-        await asyncio.gather(public.serve(), admin.serve(), serve_grpc())
+        await asyncio.gather(serve_public(), admin.serve(), serve_grpc())
     finally:
         if grpc_server is not None:
             await grpc_server.stop(0)
