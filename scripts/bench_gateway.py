@@ -41,7 +41,7 @@ each gateway path and prints the functions with the most own CPU samples. ``--ga
 runs the gateway from another checkout's ``router_service`` (e.g. ``git worktree add``).
 ``--ref-src DIR`` adds a third gateway from DIR as ``ref-http`` and ``ref-grpc``, interleaved with
 ``gw-http`` and ``gw-grpc`` and their baselines: a before/after comparison in one run, under the
-same load.
+same load. With ``--ref-src .`` and ``--ref-loop uvloop`` the same code compares event loops.
 
 Usage: ``.venv/bin/python scripts/bench_gateway.py [--levels 1 100 1000]``
 """
@@ -423,7 +423,15 @@ def main() -> int:
     parser.add_argument(
         "--gateway-loop", choices=("asyncio", "uvloop"), help="the gateways' --loop option"
     )
+    parser.add_argument(
+        "--ref-loop",
+        choices=("asyncio", "uvloop"),
+        help="the --ref-src gateway's --loop option (default: --gateway-loop)",
+    )
     args = parser.parse_args()
+    # Resolved before the chdir below, so relative folders mean what the caller meant.
+    args.gateway_src = args.gateway_src and args.gateway_src.resolve()
+    args.ref_src = args.ref_src and args.ref_src.resolve()
     if args.pin_gateways and not os.sched_getaffinity(0) - args.pin_gateways:
         parser.error("--pin-gateways must leave at least one CPU for Triton and the clients")
 
@@ -466,7 +474,10 @@ def main() -> int:
                 "limits": {"max_inflight_per_upstream": 2048, "max_queue_per_upstream": 2048},
                 "grpc_port": free_port(),
             }
-            loop_args = ["--loop", args.gateway_loop] if args.gateway_loop else []
+            loop = args.gateway_loop
+            if args.ref_src is not None and index == len(sources) - 1:
+                loop = args.ref_loop or loop
+            loop_args = ["--loop", loop] if loop else []
             gateway = Gateway(
                 root / f"gateway{index}",
                 config,
