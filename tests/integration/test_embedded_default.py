@@ -30,7 +30,12 @@ def _cli(*args: str, workdir: Path, timeout_s: float = 600.0) -> subprocess.Comp
 
 
 def _alive(pid: int) -> bool:
-    return Path(f"/proc/{pid}").exists()
+    """Running, not a zombie: a stopped child of `up` is reaped by init, maybe a moment later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def test_up_chat_status_down_on_the_embedded_default(tmp_path: Path) -> None:
