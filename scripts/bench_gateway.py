@@ -421,7 +421,9 @@ def main() -> int:
         help="run the gateways (and nginx) on these CPUs, everything else on the others",
     )
     parser.add_argument(
-        "--gateway-loop", choices=("asyncio", "uvloop"), help="the gateways' --loop option"
+        "--gateway-loop",
+        choices=("asyncio", "uvloop"),
+        help="the gateways' --loop option (default: theirs, uvloop when installed)",
     )
     parser.add_argument(
         "--ref-loop",
