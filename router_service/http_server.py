@@ -5,7 +5,9 @@ about 0.28 ms of the ~1.2 ms the gateway added to time to first token (bytes in 
 0.20 → 0.08 ms, first write 0.16 → 0.10 ms; scripts/bench_gateway.py and a timestamped trace).
 The public port has six fixed routes and one streaming shape, so it needs little of HTTP:
 
-* HTTP/1.1 keep-alive (an idle connection closes after ``keep_alive_s``) and HTTP/1.0. Requests
+* HTTP/1.1 keep-alive (an idle connection closes after ``keep_alive_s``; a request not complete
+  within ``request_timeout_s`` of its first byte gets 408 and the connection closes) and HTTP/1.0.
+  Requests
   pipelined on one connection are answered in order: reading pauses while one is handled.
 * Request bodies by Content-Length or chunked, at most ``max_body_bytes`` (413, then the
   connection closes); ``Expect: 100-continue`` is answered.
@@ -149,7 +151,7 @@ class _Connection(asyncio.Protocol):
         self._is_closed = False
         self._is_write_paused = False
         self._drain_waiter: asyncio.Future[None] | None = None
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.TimerHandle | None = None  # keep-alive idle, or request timeout
         self._is_response_started = False
         # The request being parsed.
         self._url = b""
@@ -182,7 +184,7 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._is_closed = True
         self._server.connections.discard(self)
-        self._cancel_idle_timer()
+        self._cancel_timer()
         if self._task is not None:
             self._task.cancel()  # the client left: stop its stream (and the upstream call)
         self._wake_writer()
@@ -197,7 +199,8 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        self._cancel_idle_timer()
+        # A client that stops halfway through its request must not hold the connection forever.
+        self._arm_timer(self._server.request_timeout_s, self._request_timed_out)
         self._url = b""
         self._headers = {}
         self._body = []
@@ -227,6 +230,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._cancel_timer()
         if self._is_rejected:
             return
         path = self._url.split(b"?", 1)[0].decode("latin-1")
@@ -370,15 +374,20 @@ class _Connection(asyncio.Protocol):
         )
 
     def _arm_idle_timer(self) -> None:
-        self._cancel_idle_timer()
-        self._idle_timer = asyncio.get_running_loop().call_later(
-            self._server.keep_alive_s, self.close_if_idle
-        )
+        self._arm_timer(self._server.keep_alive_s, self.close_if_idle)
 
-    def _cancel_idle_timer(self) -> None:
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
-            self._idle_timer = None
+    def _arm_timer(self, delay_s: float, callback: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(delay_s, callback)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _request_timed_out(self) -> None:
+        limit = self._server.request_timeout_s
+        self._reject(408, _error_body(BadRequestError(f"Request not complete within {limit} s.")))
 
     def close_if_idle(self) -> None:
         """Close the connection unless a request is being handled or waiting."""
@@ -404,12 +413,17 @@ class HttpServer:
         handler: turns a request into a response.
         max_body_bytes: larger request bodies get 413.
         keep_alive_s: an idle connection closes after this long.
+        request_timeout_s: a request must be complete this long after its first byte (408).
         port: the bound port once started (useful when started on port 0).
     """
 
     handler: Handler
     max_body_bytes: int
-    keep_alive_s: float = 30.0
+    # Longer than the upstream keepalive_timeout of the rendered nginx.conf (60 s): NGINX then
+    # closes an idle connection first, and never sends a POST on one the gateway is closing
+    # (it would not retry a non-idempotent request; the client would get a 502).
+    keep_alive_s: float = 75.0
+    request_timeout_s: float = 60.0
     is_shutting_down: bool = False
     connections: set[_Connection] = field(default_factory=set)
     port: int = 0

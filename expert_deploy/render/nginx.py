@@ -138,6 +138,7 @@ def nginx_values(
         "max_fails": 3,
         "fail_timeout_s": 10,
         "keepalive": keepalive,
+        # Below the gateway's own idle timeout (75 s, router_service/http_server.py).
         "keepalive_timeout_s": 60,
         "http_listen_address": listen_address,
         "http_listen": http_port,

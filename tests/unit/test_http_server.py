@@ -333,6 +333,19 @@ def test_idle_connection_closes_after_keep_alive_timeout() -> None:
     assert _serve(_echo, scenario, keep_alive_s=0.2) == b""
 
 
+def test_a_request_stalled_halfway_gets_408_and_the_connection_closes() -> None:
+    async def scenario(server: HttpServer) -> tuple[int, dict[str, str], bytes, bytes]:
+        reader, writer = await _connect(server)
+        writer.write(b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Le")  # ... and nothing more
+        status, headers, body = await asyncio.wait_for(_read_response(reader), 5)
+        return status, headers, body, await reader.read()
+
+    status, headers, body, rest = _serve(_echo, scenario, request_timeout_s=0.2)
+    assert status == 408 and headers["connection"] == "close"
+    assert json.loads(body)["error"]["message"] == "Request not complete within 0.2 s."
+    assert rest == b""
+
+
 def test_shutdown_closes_idle_connections_and_lets_a_stream_finish() -> None:
     closed: list[str] = []
 
