@@ -4,7 +4,8 @@ Tree::
 
     GatewayError                    (status 500, type "internal_error")
     ├── BadRequestError             400  invalid_request_error  (malformed body, limits)
-    │   └── PayloadTooLargeError    413
+    │   ├── PayloadTooLargeError    413
+    │   └── RequestTimeoutError     408  (request not complete in time)
     ├── AuthenticationError         401  authentication_error
     ├── NotFoundError               404  invalid_request_error  (unknown model / expert)
     ├── ConflictError               409  (stale routing-table generation)
@@ -28,6 +29,7 @@ __all__ = [
     "NotFoundError",
     "OverloadedError",
     "PayloadTooLargeError",
+    "RequestTimeoutError",
     "UpstreamError",
     "UpstreamTimeoutError",
 ]
@@ -76,6 +78,12 @@ class PayloadTooLargeError(BadRequestError):
     """The request body is larger than ``limits.max_body_bytes``."""
 
     http_status = 413
+
+
+class RequestTimeoutError(BadRequestError):
+    """The client did not send its whole request within the server's request timeout."""
+
+    http_status = 408
 
 
 class AuthenticationError(GatewayError):

@@ -12,14 +12,21 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from router_service.access_log import AccessRecord, done_fields
 from router_service.auth import require_api_key
 from router_service.config import GatewayConfig
 from router_service.dispatch import Dispatcher, GenerateRequest, Generation
 from router_service.errors import BadRequestError, GatewayError, NotFoundError
-from router_service.http_server import HttpRequest, HttpResponse, StreamResponse
+from router_service.http_server import (
+    HttpRequest,
+    HttpResponse,
+    Response,
+    StreamResponse,
+    error_response,
+    json_response,
+)
 from router_service.openai_api import (
     ChunkEncoder,
     ParsedRequest,
@@ -32,26 +39,10 @@ from router_service.openai_api import (
 )
 from router_service.settings import Secrets
 
-__all__ = ["HttpFrontEnd", "error_response", "json_response"]
+__all__ = ["HttpFrontEnd"]
 
 _DONE = b"data: [DONE]\n\n"
 _METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-Response = HttpResponse | StreamResponse
-
-
-def json_response(
-    body: object, status: int = 200, headers: Sequence[tuple[str, str]] = ()
-) -> HttpResponse:
-    """``body`` as a compact JSON response."""
-    data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    return HttpResponse(status, data.encode("utf-8"), headers)
-
-
-def error_response(error: GatewayError) -> HttpResponse:
-    """The OpenAI-style JSON error response for ``error`` (with Retry-After when set)."""
-    headers = [] if error.retry_after_s is None else [("retry-after", str(error.retry_after_s))]
-    return json_response(error.to_body(), error.http_status, headers)
 
 
 class HttpFrontEnd:

@@ -38,22 +38,28 @@ from typing import cast
 
 import httptools
 
-from router_service.errors import BadRequestError, GatewayError, PayloadTooLargeError
+from router_service.errors import (
+    BadRequestError,
+    GatewayError,
+    PayloadTooLargeError,
+    RequestTimeoutError,
+)
 
-__all__ = ["Handler", "HttpRequest", "HttpResponse", "HttpServer", "StreamResponse"]
+__all__ = [
+    "Handler",
+    "HttpRequest",
+    "HttpResponse",
+    "HttpServer",
+    "Response",
+    "StreamResponse",
+    "error_response",
+    "json_response",
+]
 
 LOGGER = logging.getLogger("router_service.http")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
-
-
-def _error_body(error: GatewayError) -> bytes:
-    return json.dumps(error.to_body()).encode("utf-8")
-
-
-_BAD_REQUEST = _error_body(BadRequestError("Malformed HTTP request.", code="bad_http"))
-_INTERNAL = _error_body(GatewayError("Internal gateway error; see the gateway log."))
 
 
 @dataclass(slots=True)
@@ -102,7 +108,22 @@ class StreamResponse:
     on_close: Callable[[], Awaitable[None]] | None = None
 
 
-Handler = Callable[[HttpRequest], Awaitable[HttpResponse | StreamResponse]]
+Response = HttpResponse | StreamResponse
+Handler = Callable[[HttpRequest], Awaitable[Response]]
+
+
+def json_response(
+    body: object, status: int = 200, headers: Sequence[tuple[str, str]] = ()
+) -> HttpResponse:
+    """``body`` as a compact JSON response."""
+    data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    return HttpResponse(status, data.encode("utf-8"), headers)
+
+
+def error_response(error: GatewayError) -> HttpResponse:
+    """The OpenAI-style JSON error response for ``error`` (with Retry-After when set)."""
+    headers = [] if error.retry_after_s is None else [("retry-after", str(error.retry_after_s))]
+    return json_response(error.to_body(), error.http_status, headers)
 
 
 def _head(
@@ -179,7 +200,7 @@ class _Connection(asyncio.Protocol):
             # a protocol this server does not speak: answer it, then close.
             self._is_rejected = True
         except httptools.HttpParserError:
-            self._reject(400, _BAD_REQUEST)
+            self._reject(BadRequestError("Malformed HTTP request.", code="bad_http"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._is_closed = True
@@ -278,7 +299,8 @@ class _Connection(asyncio.Protocol):
         except Exception:
             LOGGER.exception("request %s %s failed", pending.request.method, pending.request.path)
             if not self._is_response_started:
-                self._write_response(HttpResponse(500, _INTERNAL), keep_alive=False)
+                error = GatewayError("Internal gateway error; see the gateway log.")
+                self._write_response(error_response(error), keep_alive=False)
             keep_alive = False
         finally:
             self._task = None
@@ -358,20 +380,18 @@ class _Connection(asyncio.Protocol):
         transport = self._transport
         return not self._is_closed and transport is not None and not transport.is_closing()
 
-    def _reject(self, status: int, body: bytes) -> None:
-        """Answer ``status`` and close; the request's remaining bytes are ignored."""
+    def _reject(self, error: GatewayError) -> None:
+        """Answer ``error`` and close; the request's remaining bytes are ignored."""
         self._is_rejected = True
         if self._task is not None:
             return  # a response is being written; closing after it is enough
-        self._write_response(HttpResponse(status, body), keep_alive=False)
+        self._write_response(error_response(error), keep_alive=False)
         if self._transport is not None:
             self._transport.close()
 
     def _reject_too_large(self) -> None:
         limit = self._server.max_body_bytes
-        self._reject(
-            413, _error_body(PayloadTooLargeError(f"Request body is larger than {limit} bytes."))
-        )
+        self._reject(PayloadTooLargeError(f"Request body is larger than {limit} bytes."))
 
     def _arm_idle_timer(self) -> None:
         self._arm_timer(self._server.keep_alive_s, self.close_if_idle)
@@ -387,7 +407,7 @@ class _Connection(asyncio.Protocol):
 
     def _request_timed_out(self) -> None:
         limit = self._server.request_timeout_s
-        self._reject(408, _error_body(BadRequestError(f"Request not complete within {limit} s.")))
+        self._reject(RequestTimeoutError(f"Request not complete within {limit} s."))
 
     def close_if_idle(self) -> None:
         """Close the connection unless a request is being handled or waiting."""
