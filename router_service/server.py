@@ -17,6 +17,7 @@ import ipaddress
 import json
 import logging
 import signal
+import socket
 from collections.abc import Generator, Mapping
 
 import uvicorn
@@ -69,6 +70,17 @@ def _uvicorn_config(app: object, host: str, port: int, config: GatewayConfig) ->
     )
 
 
+def _listen(host: str, port: int, field: str) -> socket.socket:
+    """A listening socket on ``host:port``; bound here so a taken port is a one-line error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=4096)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({exc.strerror or exc}); set {field} to a free port"
+        ) from exc
+
+
 def _log(event: str, **fields: object) -> None:
     LOGGER.info(json.dumps({"event": event, **fields}, separators=(",", ":"), default=str))
 
@@ -95,6 +107,9 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     load_classifier = functools.partial(Classifier.load, mmap=config.classifier.mmap)
     classifier = load_classifier(config.router_dir)
     metrics = GatewayMetrics()
+    # The admin socket is bound before the public port opens: once /readyz answers, the admin
+    # API accepts connections too (the kernel queues them until uvicorn starts accepting).
+    admin_socket = _listen(config.admin_host, config.admin_port, "admin_port")
     dispatcher = Dispatcher(config, classifier, metrics=metrics, load_classifier=load_classifier)
     await dispatcher.start()
     front = HttpFrontEnd(config, dispatcher, secrets)
@@ -102,6 +117,7 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     try:
         await public.start(config.host, config.http_port)
     except OSError as exc:
+        admin_socket.close()
         await dispatcher.close()
         raise ConfigError(
             f"cannot listen on {config.host}:{config.http_port} ({exc.strerror or exc}); "
@@ -156,7 +172,7 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     gc.collect()
     gc.freeze()
     try:
-        await asyncio.gather(serve_public(), admin.serve(), serve_grpc())
+        await asyncio.gather(serve_public(), admin.serve([admin_socket]), serve_grpc())
     finally:
         if grpc_server is not None:
             await grpc_server.stop(0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from router_service.classifier.fit import fit_router
 from tests.integration.conftest import Fleet, GatewayFactory, Router, _corpus
 from tests.support.gateway import routing_table
+from tests.support.ports import free_ports
 
 pytestmark = pytest.mark.integration
 
@@ -141,3 +143,18 @@ def test_api_keys_from_env_and_file(
         openai.OpenAI(base_url=gateway.base_url + "/v1", api_key="bad", max_retries=0).models.list()
     assert "env-key" not in gateway.log_text() and "file-key" not in gateway.log_text()
     assert any(r.get("event") == "auth" and r.get("key_count") == 3 for r in gateway.log_records())
+
+
+@pytest.mark.parametrize("field", ["http_port", "admin_port"])
+def test_taken_port_is_a_one_line_error(
+    fleet: Fleet, start_gateway: GatewayFactory, field: str
+) -> None:
+    ports = dict(zip(["http_port", "admin_port"], free_ports(2), strict=True))
+    with (
+        socket.create_server(("127.0.0.1", ports[field])),
+        pytest.raises(RuntimeError, match="gateway exited") as failure,
+    ):
+        start_gateway(fleet.table(), **ports)
+    last_line = str(failure.value).strip().splitlines()[-1]
+    assert last_line.startswith(f"error: cannot listen on 127.0.0.1:{ports[field]} (")
+    assert last_line.endswith(f"set {field} to a free port")
