@@ -33,7 +33,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 
 from router_service.access_log import AccessRecord, done_fields
 from router_service.auth import require_api_key
-from router_service.config import GatewayConfig
+from router_service.config import ConfigError, GatewayConfig
 from router_service.dispatch import Dispatcher, GenerateRequest, Generation
 from router_service.errors import (
     AuthenticationError,
@@ -381,6 +381,12 @@ async def start_grpc_server(
     )
     front = GrpcFrontEnd(config, dispatcher, secrets)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(front, server)
-    port = server.add_insecure_port(f"{config.host}:{config.grpc_port or 0}")
+    try:
+        port = server.add_insecure_port(f"{config.host}:{config.grpc_port or 0}")
+    except RuntimeError as exc:  # grpc's only signal for a failed bind
+        raise ConfigError(
+            f"cannot listen on {config.host}:{config.grpc_port} (address in use or not local); "
+            "set grpc_port to a free port"
+        ) from exc
     await server.start()
     return server, front, port

@@ -107,34 +107,37 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     load_classifier = functools.partial(Classifier.load, mmap=config.classifier.mmap)
     classifier = load_classifier(config.router_dir)
     metrics = GatewayMetrics()
-    # The admin socket is bound before the public port opens: once /readyz answers, the admin
-    # API accepts connections too (the kernel queues them until uvicorn starts accepting).
+    # The public port opens last: once /readyz answers there, the admin and gRPC ports accept
+    # connections too (the kernel queues admin ones until uvicorn starts accepting).
     admin_socket = _listen(config.admin_host, config.admin_port, "admin_port")
     dispatcher = Dispatcher(config, classifier, metrics=metrics, load_classifier=load_classifier)
-    await dispatcher.start()
     front = HttpFrontEnd(config, dispatcher, secrets)
     public = HttpServer(front.handle, max_body_bytes=config.limits.max_body_bytes)
+    grpc_server = None
+    grpc_address = None
     try:
+        await dispatcher.start()
+        if config.grpc_port is not None:
+            grpc_server, grpc_front, bound = await start_grpc_server(config, dispatcher, secrets)
+            grpc_address = f"{config.host}:{bound}"
         await public.start(config.host, config.http_port)
-    except OSError as exc:
+    except BaseException as exc:
         admin_socket.close()
+        if grpc_server is not None:
+            await grpc_server.stop(0)
         await dispatcher.close()
-        raise ConfigError(
-            f"cannot listen on {config.host}:{config.http_port} ({exc.strerror or exc}); "
-            "set http_port to a free port"
-        ) from exc
+        if isinstance(exc, OSError):
+            raise ConfigError(
+                f"cannot listen on {config.host}:{config.http_port} ({exc.strerror or exc}); "
+                "set http_port to a free port"
+            ) from exc
+        raise
     admin = _Server(
         _uvicorn_config(
             build_admin_app(dispatcher, secrets), config.admin_host, config.admin_port, config
         )
     )
-
-    grpc_server = None
-    grpc_address = None
     stopping = asyncio.Event()
-    if config.grpc_port is not None:
-        grpc_server, grpc_front, bound = await start_grpc_server(config, dispatcher, secrets)
-        grpc_address = f"{config.host}:{bound}"
 
     async def serve_public() -> None:
         await stopping.wait()

@@ -145,11 +145,11 @@ def test_api_keys_from_env_and_file(
     assert any(r.get("event") == "auth" and r.get("key_count") == 3 for r in gateway.log_records())
 
 
-@pytest.mark.parametrize("field", ["http_port", "admin_port"])
+@pytest.mark.parametrize("field", ["http_port", "admin_port", "grpc_port"])
 def test_taken_port_is_a_one_line_error(
     fleet: Fleet, start_gateway: GatewayFactory, field: str
 ) -> None:
-    ports = dict(zip(["http_port", "admin_port"], free_ports(2), strict=True))
+    ports = dict(zip(["http_port", "admin_port", "grpc_port"], free_ports(3), strict=True))
     with (
         socket.create_server(("127.0.0.1", ports[field])),
         pytest.raises(RuntimeError, match="gateway exited") as failure,
