@@ -163,6 +163,7 @@ class Dispatcher:
         self._drained: set[str] = set()
         self._swap_lock = asyncio.Lock()
         self._state: RouterState | None = None
+        self.is_shutting_down = False
 
     @property
     def state(self) -> RouterState:
@@ -197,9 +198,13 @@ class Dispatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    def begin_shutdown(self) -> None:
+        """Report not ready from now on (requests in flight and new ones still run)."""
+        self.is_shutting_down = True
+
     def is_ready(self) -> bool:
-        """Every cluster's expert has at least one server that passed its last probe."""
-        if self._state is None:
+        """Not shutting down, and every cluster's expert has a server that passed its last probe."""
+        if self._state is None or self.is_shutting_down:
             return False
         now = time.monotonic()
         return all(

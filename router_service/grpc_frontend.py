@@ -82,7 +82,6 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         self.config = config
         self.dispatcher = dispatcher
         self.secrets = secrets
-        self.is_shutting_down = False
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -181,7 +180,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
     async def ServerReady(  # noqa: N802
         self, request: service_pb2.ServerReadyRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> service_pb2.ServerReadyResponse:
-        is_ready = self.dispatcher.is_ready() and not self.is_shutting_down
+        is_ready = self.dispatcher.is_ready()
         return service_pb2.ServerReadyResponse(ready=is_ready)
 
     async def ModelReady(  # noqa: N802
@@ -189,7 +188,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
     ) -> service_pb2.ModelReadyResponse:
         await self._authorize(context)
         is_known = request.name in self._model_names()
-        is_ready = is_known and self.dispatcher.is_ready() and not self.is_shutting_down
+        is_ready = is_known and self.dispatcher.is_ready()
         return service_pb2.ModelReadyResponse(ready=is_ready)
 
     async def ServerMetadata(  # noqa: N802
@@ -371,7 +370,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
 
 async def start_grpc_server(
     config: GatewayConfig, dispatcher: Dispatcher, secrets: Secrets
-) -> tuple[grpc.aio.Server, GrpcFrontEnd, int]:
+) -> tuple[grpc.aio.Server, int]:
     """Start the gRPC front end on ``config.host:config.grpc_port``; returns the bound port."""
     server = grpc.aio.server(
         options=[
@@ -389,4 +388,4 @@ async def start_grpc_server(
             "set grpc_port to a free port"
         ) from exc
     await server.start()
-    return server, front, port
+    return server, port

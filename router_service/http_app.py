@@ -52,7 +52,6 @@ class HttpFrontEnd:
         self.config = config
         self.dispatcher = dispatcher
         self.secrets = secrets
-        self.is_shutting_down = False
         self._routes: dict[str, tuple[str, Callable[[HttpRequest], Awaitable[Response]]]] = {
             "/v1/completions": ("POST", self.completions),
             "/v1/chat/completions": ("POST", self.chat_completions),
@@ -246,7 +245,7 @@ class HttpFrontEnd:
 
     async def readyz(self, request: HttpRequest) -> Response:
         state = self.dispatcher.state
-        is_ready = self.dispatcher.is_ready() and not self.is_shutting_down
+        is_ready = self.dispatcher.is_ready()
         body: dict[str, object] = {
             "status": "ready" if is_ready else "not_ready",
             "generation": state.table.generation,

@@ -118,7 +118,7 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     try:
         await dispatcher.start()
         if config.grpc_port is not None:
-            grpc_server, grpc_front, bound = await start_grpc_server(config, dispatcher, secrets)
+            grpc_server, bound = await start_grpc_server(config, dispatcher, secrets)
             grpc_address = f"{config.host}:{bound}"
         await public.start(config.host, config.http_port)
     except BaseException as exc:
@@ -147,12 +147,11 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
         if grpc_server is None:
             return
         await stopping.wait()
-        grpc_front.is_shutting_down = True
         await grpc_server.stop(config.timeouts.drain_deadline_s or None)
 
     def request_stop() -> None:
         _log("shutdown", detail="signal received; draining in-flight requests")
-        front.is_shutting_down = True
+        dispatcher.begin_shutdown()
         admin.should_exit = True
         stopping.set()
 
