@@ -120,7 +120,7 @@ def down(inventory: OptionalInventoryOpt = None, workdir: WorkdirOpt = None) -> 
     with store.locked("down"):
         state = store.load()
         if state is None:
-            swept = _stop_unrecorded(settings)
+            swept = _stop_unrecorded(settings, _rendered_runtime(settings))
             extra = (
                 f"; stopped {swept} unrecorded server(s) of an interrupted `up`" if swept else ""
             )
@@ -137,7 +137,7 @@ def down(inventory: OptionalInventoryOpt = None, workdir: WorkdirOpt = None) -> 
                 store,
                 on_event=lambda name, message: print(f"  {name}: {message}", file=sys.stderr),
             )
-        swept = _stop_unrecorded(settings)
+        swept = _stop_unrecorded(settings, state.runtime)
         store.remove()
     extra = f" and {swept} unrecorded server(s) of an interrupted `up`" if swept else ""
     print(f"stopped {count} components of deployment {state.deployment}{extra}")
@@ -255,11 +255,29 @@ def _launchers(settings: Settings) -> Callable[[str], Launcher]:
     return get
 
 
-def _stop_unrecorded(settings: Settings) -> int:
-    """Servers the process runtime spawned from this work dir that the state never recorded."""
+def _stop_unrecorded(settings: Settings, runtime: str | None) -> int:
+    """Servers (processes; containers under the docker runtime) that this work dir started and
+    the state never recorded."""
     from expert_deploy.runtime.process_launcher import ProcessLauncher
 
-    return ProcessLauncher(settings).stop_unrecorded()
+    swept = ProcessLauncher(settings).stop_unrecorded()
+    if runtime == "docker":
+        from expert_deploy.runtime.docker_launcher import docker_launcher
+
+        launcher = docker_launcher(settings)
+        try:
+            swept += launcher.stop_unrecorded()
+        finally:
+            launcher.close()
+    return swept
+
+
+def _rendered_runtime(settings: Settings) -> str | None:
+    """The runtime the last render of this work dir named (an ``up`` renders before it launches)."""
+    from expert_deploy.render.gateway import read_ansible_vars
+
+    runtime = read_ansible_vars(settings.workdir).get("runtime")
+    return runtime if isinstance(runtime, str) else None
 
 
 def _without_missing_nginx(

@@ -114,6 +114,16 @@ def check_gateway_file(path: Path, expected: GatewayConfig) -> None:
         raise RenderError(f"{path}: the gateway reads the rendered config differently")
 
 
+def read_ansible_vars(workdir: Path) -> dict[str, Any]:
+    """The work dir's rendered ``ansible/vars.yaml``; empty when never rendered or unreadable."""
+    path = workdir / "rendered" / "ansible" / "vars.yaml"
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return {}
+    return values if isinstance(values, dict) else {}
+
+
 def ansible_vars(
     loaded: LoadedInventory,
     plan: Plan,

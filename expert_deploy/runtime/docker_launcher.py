@@ -68,9 +68,14 @@ class DeployedContainer:
     config_hash: str
 
 
+def container_prefix(deployment: str) -> str:
+    """``ed-<deployment>-``: how every container name of ``deployment`` begins."""
+    return f"ed-{deployment}-"
+
+
 def container_name(deployment: str, component: Component) -> str:
     """``ed-<deployment>-<component slug>``: stable, so a second launch finds a stale one."""
-    return f"ed-{deployment}-{component.slug}"
+    return container_prefix(deployment) + component.slug
 
 
 class DockerLauncher:
@@ -210,6 +215,32 @@ class DockerLauncher:
             for c in found
         ]
 
+    def stop_unrecorded(self, *, grace_s: float = 10.0) -> int:
+        """Stop and remove this work dir's containers of its deployment; return how many.
+
+        For ``down``, after the recorded components are stopped: what is left was started by
+        an ``up`` killed before it could record it. Only containers labelled with this
+        deployment *and* this work dir are touched; their logs are kept like any other's.
+        """
+        if not self.deployment:
+            return 0
+        labels = [
+            f"{LABEL_PREFIX}deployment={self.deployment}",
+            f"{LABEL_PREFIX}role={ROLE}",
+            f"{LABEL_PREFIX}workdir={self.workdir}",
+        ]
+        with docker_engine.translated(f"listing the containers of {self.deployment}"):
+            found = self._docker().containers.list(all=True, filters={"label": labels})
+        prefix = container_prefix(self.deployment)
+        for container in found:
+            slug = str(container.name).removeprefix(prefix)
+            self._save_log(container, self.workdir / "logs" / f"{slug}.log")
+            with docker_engine.translated(f"container {container.name}"):
+                container.stop(timeout=max(1, math.ceil(grace_s)))
+            with docker_engine.ignoring_errors():  # removed meanwhile: already what we want
+                container.remove(force=True)
+        return len(found)
+
     def log_path(self, component: Component) -> Path:
         """Where the container's log is copied when it stops or fails."""
         return self.workdir / "logs" / f"{component.slug}.log"
@@ -257,6 +288,8 @@ class DockerLauncher:
             f"{LABEL_PREFIX}kind": component.kind,
             f"{LABEL_PREFIX}role": ROLE,
             f"{LABEL_PREFIX}config-hash": component.config_hash,
+            # Which work dir started it: `down` sweeps only its own unrecorded containers.
+            f"{LABEL_PREFIX}workdir": str(self.workdir),
         }
         if component.expert_id is not None:
             labels[f"{LABEL_PREFIX}expert"] = component.expert_id
@@ -469,18 +502,13 @@ def docker_launcher(settings: Settings) -> DockerLauncher:
     ``ansible/vars.yaml`` (render always runs before launch) and the ``runtime.docker``
     defaults; :func:`docker_launcher_for` honours an inventory's own ``runtime.docker`` block.
     """
-    import yaml
-
     from expert_deploy.inventory.models import DockerRuntime
+    from expert_deploy.render.gateway import read_ansible_vars
 
-    rendered = settings.workdir / "rendered" / "ansible" / "vars.yaml"
-    try:
-        values = yaml.safe_load(rendered.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError):
-        values = {}
+    values = read_ansible_vars(settings.workdir)
     spec = DockerRuntime()
-    triton_image = values.get("triton_image") if isinstance(values, dict) else None
-    deployment = values.get("deployment") if isinstance(values, dict) else None
+    triton_image = values.get("triton_image")
+    deployment = values.get("deployment")
     profiles = (
         production_profiles(
             triton_image=str(triton_image),

@@ -12,13 +12,17 @@ test_unlimited_memlock_refused_here_...).
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from expert_deploy.artifacts.prepare import prepare
 from expert_deploy.errors import LaunchError
@@ -222,6 +226,51 @@ def test_a_stale_container_of_ours_is_replaced_and_a_foreign_one_refused(
         client.containers.get(f"ed-{launcher.deployment}-nginx").remove(force=True)
         client.close()
         launcher.close()
+
+
+def test_unrecorded_containers_of_this_work_dir_are_swept_and_no_others(
+    tmp_path: Path, dockerd: Dockerd
+) -> None:
+    """What `down` does after an `up` killed between creating a container and recording it."""
+    sleeper = ContainerProfile(STAND_IN_TAG, ("/bin/sh", "-c", "echo up; sleep 600", "sh"), WGET)
+    ours = _deploy(tmp_path / "a", dockerd, profiles={"nginx": sleeper})
+    # The same deployment name from another work dir (a second checkout of the lab).
+    other = _deploy(tmp_path / "b", dockerd, profiles={"gateway": sleeper})
+    other.launcher.deployment = ours.launcher.deployment
+    try:
+        ours.launcher.launch(ours.components["nginx"])
+        other.launcher.launch(other.components["gateway/0"])
+        # No state was saved; the render names the runtime and the deployment.
+        workdir = ours.settings.workdir
+        rendered = workdir / "rendered" / "ansible" / "vars.yaml"
+        values = yaml.safe_load(rendered.read_text())
+        values.update(runtime="docker", deployment=ours.launcher.deployment)
+        rendered.write_text(yaml.safe_dump(values))
+
+        down = subprocess.run(
+            [sys.executable, "-m", "expert_deploy", "down", "-w", str(workdir)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, "DOCKER_HOST": dockerd.base_url},
+            check=False,
+        )
+
+        assert down.returncode == 0, down.stderr
+        assert "stopped 1 unrecorded server(s) of an interrupted `up`" in down.stdout
+        assert [c.component for c in ours.launcher.list_deployment()] == ["gateway/0"]
+        log = ours.settings.workdir.resolve() / "logs" / "nginx.log"
+        assert "up" in log.read_text()
+        assert ours.launcher.stop_unrecorded(grace_s=1) == 0
+        assert other.launcher.stop_unrecorded(grace_s=1) == 1
+        assert ours.launcher.list_deployment() == []
+    finally:
+        client = dockerd.client()
+        for found in ours.launcher.list_deployment():
+            client.containers.get(found.id).remove(force=True)
+        client.close()
+        ours.launcher.close()
+        other.launcher.close()
 
 
 def test_whole_deployment_in_containers_answers_through_nginx(
