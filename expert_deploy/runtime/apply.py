@@ -98,6 +98,7 @@ def record_for(component: Component, handle: Handle, phase: Phase) -> ComponentR
         name=component.name,
         kind=component.kind,
         host=component.host,
+        address=component.address,
         launcher=handle.launcher,
         ref=handle.ref,
         log_path=str(handle.log_path) if handle.log_path else None,

@@ -18,6 +18,10 @@ from typing import Any
 from expert_deploy.errors import LaunchError
 from expert_deploy.settings import Secret
 
+#: The admin API listens on loopback only (ARCHITECTURE.md): the CLI asks the replicas on the
+#: host it runs on.
+ADMIN_ADDRESS = "127.0.0.1"
+
 
 class GatewayAdminError(LaunchError):
     """A gateway replica's admin API refused a request or could not be reached."""

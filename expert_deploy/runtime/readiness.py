@@ -37,14 +37,14 @@ class ProbeResult:
     expert: str | None = None
 
 
-def _loopback(address: str) -> str:
-    """Probe a server bound to all interfaces through loopback."""
+def reachable(address: str) -> str:
+    """Where to reach a server bound to ``address``: loopback for all interfaces."""
     return "127.0.0.1" if address in ("0.0.0.0", "") else address  # noqa: S104
 
 
 def probe_triton(address: str, http_port: int, *, timeout_s: float = 10.0) -> ProbeResult:
     """Server ready, then one streamed token from the ``ensemble`` model."""
-    base = f"http://{_loopback(address)}:{http_port}"
+    base = f"http://{reachable(address)}:{http_port}"
     try:
         with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=timeout_s) as response:  # noqa: S310 (http:// built here)
             if response.status != 200:
@@ -83,7 +83,7 @@ def probe_completion(
     if api_key:
         headers["Authorization"] = f"Bearer {api_key}"
     request = urllib.request.Request(
-        f"http://{_loopback(address)}:{port}/v1/completions",
+        f"http://{reachable(address)}:{port}/v1/completions",
         data=body,
         headers=headers,
         method="POST",

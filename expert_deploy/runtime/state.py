@@ -37,6 +37,9 @@ class ComponentRecord(BaseModel):
     name: str
     kind: Literal["triton", "gateway", "nginx"]
     host: str
+    #: Where its ports listen (the host's address). State files from before this field
+    #: default to loopback, the only address status probed then.
+    address: str = "127.0.0.1"
     launcher: str
     ref: str
     log_path: str | None = None

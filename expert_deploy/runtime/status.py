@@ -15,16 +15,13 @@ from typing import Any, Protocol
 
 from expert_deploy.errors import ExpertDeployError
 from expert_deploy.runtime.components import START_ORDER
-from expert_deploy.runtime.gateway_admin import GatewayAdmin
+from expert_deploy.runtime.gateway_admin import ADMIN_ADDRESS, GatewayAdmin
 from expert_deploy.runtime.gateway_auth import GatewayAuth, deployment_auth
 from expert_deploy.runtime.launcher import Launcher, Liveness
-from expert_deploy.runtime.readiness import ProbeResult, probe_completion, probe_triton
+from expert_deploy.runtime.readiness import ProbeResult, probe_completion, probe_triton, reachable
 from expert_deploy.runtime.state import ComponentRecord, DeploymentState
 from expert_deploy.settings import Settings
 
-#: The runtime's servers listen on the host's address; the CLI probes them over loopback
-#: (the state records host names, not addresses; multi-host status goes through the launcher).
-PROBE_ADDRESS = "127.0.0.1"
 PROBE_TIMEOUT_S = 10.0
 
 
@@ -33,6 +30,7 @@ class ComponentReport:
     name: str
     kind: str
     ref: str
+    address: str
     ports: dict[str, int]
     liveness: Liveness
     #: True/False after a probe; None when not probed (not running).
@@ -102,6 +100,8 @@ class _Listening(Protocol):
     @property
     def kind(self) -> str: ...
     @property
+    def address(self) -> str: ...
+    @property
     def ports(self) -> Mapping[str, int]: ...
 
 
@@ -109,12 +109,12 @@ def endpoint_of(components: Sequence[_Listening]) -> str | None:
     """``http://…/v1/chat/completions`` on NGINX, or on the first gateway without NGINX."""
     by_kind = {c.kind: c for c in sorted(components, key=lambda c: c.name, reverse=True)}
     if "nginx" in by_kind:
-        port = by_kind["nginx"].ports["listen"]
+        front, port = by_kind["nginx"], by_kind["nginx"].ports["listen"]
     elif "gateway" in by_kind:
-        port = by_kind["gateway"].ports["http"]
+        front, port = by_kind["gateway"], by_kind["gateway"].ports["http"]
     else:
         return None
-    return f"http://{PROBE_ADDRESS}:{port}/v1/chat/completions"
+    return f"http://{reachable(front.address)}:{port}/v1/chat/completions"
 
 
 def reconcile(
@@ -184,6 +184,7 @@ def _report(
         name=record.name,
         kind=record.kind,
         ref=record.ref,
+        address=record.address,
         ports=dict(record.ports),
         liveness=seen_liveness,
         ready=ready,
@@ -201,11 +202,11 @@ def _probe(
     record: ComponentRecord, auth: GatewayAuth, settings: Settings, timeout_s: float
 ) -> ProbeResult:
     if record.kind == "triton":
-        return probe_triton(PROBE_ADDRESS, record.ports["http"], timeout_s=timeout_s)
+        return probe_triton(record.address, record.ports["http"], timeout_s=timeout_s)
     key = auth.api_key(settings)
     port = record.ports["http"] if record.kind == "gateway" else record.ports["listen"]
     return probe_completion(
-        PROBE_ADDRESS, port, api_key=key.reveal() if key else None, timeout_s=timeout_s
+        record.address, port, api_key=key.reveal() if key else None, timeout_s=timeout_s
     )
 
 
@@ -214,7 +215,7 @@ def _generation(
 ) -> tuple[int | None, str]:
     admin = GatewayAdmin(
         record.name,
-        PROBE_ADDRESS,
+        ADMIN_ADDRESS,
         record.ports["admin"],
         auth.admin_token(settings),
         timeout_s=timeout_s,

@@ -32,7 +32,12 @@ from expert_deploy.plan.planner import Plan
 from expert_deploy.runtime.apply import Phase, start_component, wait_component
 from expert_deploy.runtime.components import Component, components_for
 from expert_deploy.runtime.diff import spec_hashes
-from expert_deploy.runtime.gateway_admin import GatewayAdmin, wait_drained, wait_healthy
+from expert_deploy.runtime.gateway_admin import (
+    ADMIN_ADDRESS,
+    GatewayAdmin,
+    wait_drained,
+    wait_healthy,
+)
 from expert_deploy.runtime.gateway_auth import gateway_config_path
 from expert_deploy.runtime.launcher import Launcher
 from expert_deploy.runtime.state import ComponentRecord, DeploymentState, StateError, StateStore
@@ -207,7 +212,7 @@ def _admins(
 ) -> list[GatewayAdmin]:
     token = settings.secret(loaded.inventory.gateway.auth.admin_token_env)
     return [
-        GatewayAdmin(r.name, "127.0.0.1", r.ports["admin"], token)
+        GatewayAdmin(r.name, ADMIN_ADDRESS, r.ports["admin"], token)
         for r in sorted(state.components.values(), key=lambda r: r.name)
         if r.kind == "gateway"
     ]

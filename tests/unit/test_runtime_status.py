@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import http.server
 import json
+import threading
 from dataclasses import replace
 from pathlib import Path
 
@@ -25,6 +27,7 @@ def _report(**changes: object) -> ComponentReport:
         name="gateway/0",
         kind="gateway",
         ref="1:1",
+        address="127.0.0.1",
         ports={"http": 1},
         liveness="running",
         ready=True,
@@ -51,6 +54,46 @@ def test_endpoint_prefers_nginx_then_the_first_gateway() -> None:
     assert endpoint_of(components) == "http://127.0.0.1:5/v1/chat/completions"
     assert endpoint_of(components[:4]) == "http://127.0.0.1:4/v1/chat/completions"
     assert endpoint_of(components[:2]) is None
+
+
+def test_endpoint_is_the_front_end_address_loopback_for_all_interfaces() -> None:
+    components = deployment()
+    nginx = components[-1]
+    remote = [*components[:-1], replace(nginx, address="10.1.2.3")]
+    assert endpoint_of(remote) == "http://10.1.2.3:5/v1/chat/completions"
+    wildcard = [*components[:-1], replace(nginx, address="0.0.0.0")]
+    assert endpoint_of(wildcard) == "http://127.0.0.1:5/v1/chat/completions"
+
+
+def test_status_probes_the_address_a_component_listens_on(tmp_path: Path) -> None:
+    """A Triton bound to the host's address (here 127.0.0.2) is probed there, not on 127.0.0.1."""
+
+    class NotReady(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.2", 0), NotReady)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        triton = replace(deployment()[0], address="127.0.0.2", ports={"http": port})
+        launcher = RecordingLauncher()
+        state = empty_state()
+        state.components[triton.name] = record_for(triton, launcher.launch(triton), "ready")
+        settings = replace(Settings(), workdir=tmp_path)
+
+        [seen] = reconcile(state, settings, lambda _kind: launcher).components
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert state.components[triton.name].address == "127.0.0.2"
+    assert seen.liveness == "running" and seen.ready is False
+    assert seen.detail == "/v2/health/ready: Service Unavailable"  # not "connection refused"
 
 
 def test_reconcile_reports_dead_components_without_probing(tmp_path: Path) -> None:
