@@ -20,6 +20,8 @@ pytestmark = pytest.mark.integration
 
 SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_gateway.py"
 ROW = re.compile(r"^\s*(\d+) (\S+)\s+(\d+)\s+(\d+)\s+(\d+)\s")
+#: "+p50 low..high" of a gateway row.
+ADDED = re.compile(r" (-?\d+\.\d\d)\s+(-?\d+\.\d\d)\.\.(-?\d+\.\d\d) ")
 
 
 def test_every_path_runs_every_level_without_errors() -> None:
@@ -42,3 +44,9 @@ def test_every_path_runs_every_level_without_errors() -> None:
         for path in paths:
             done, errors = seen[(level, path)]
             assert done >= 6 and errors == 0, (level, path, run.stdout)
+    # Each gateway row brackets its added p50 with a bootstrap interval.
+    intervals = [ADDED.search(line) for line in run.stdout.splitlines()]
+    found = [m for m in intervals if m]
+    assert len(found) == 2 * len(paths - {"triton-http", "triton-grpc"}), run.stdout
+    for m in found:
+        assert float(m[2]) <= float(m[1]) <= float(m[3]), m[0]
