@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -162,6 +163,7 @@ def status(
         raise typer.Exit(1)
     _check_inventory(state, inventory, settings)
     report = reconcile(state, settings, _launchers(settings))
+    report = replace(report, unrecorded=_count_unrecorded(settings, state))
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
     else:
@@ -253,6 +255,23 @@ def _launchers(settings: Settings) -> Callable[[str], Launcher]:
         return made[kind]
 
     return get
+
+
+def _count_unrecorded(settings: Settings, state: DeploymentState) -> int:
+    """Servers (processes; containers under docker) of this work dir the state does not name."""
+    from expert_deploy.runtime.process_launcher import ProcessLauncher
+
+    recorded = {r.ref for r in state.components.values()}
+    count = ProcessLauncher(settings).unrecorded(recorded)
+    if state.runtime == "docker":
+        from expert_deploy.runtime.docker_launcher import docker_launcher
+
+        launcher = docker_launcher(settings)
+        try:
+            count += launcher.unrecorded(recorded)
+        finally:
+            launcher.close()
+    return count
 
 
 def _stop_unrecorded(settings: Settings, runtime: str | None) -> int:
@@ -451,6 +470,12 @@ def _print_status(report: StatusReport) -> None:
         print("NGINX is not part of this deployment: clients use a gateway replica directly")
     if report.endpoint:
         print(f"endpoint: {report.endpoint}")
+    if report.unrecorded:
+        print(
+            f"warning: {report.unrecorded} server(s) of an interrupted `up` run outside the "
+            "state; `expert-deploy down` stops them",
+            file=sys.stderr,
+        )
     bad = [c for c in report.components if not c.healthy]
     if bad:
         for c in bad:

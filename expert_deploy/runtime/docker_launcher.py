@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -215,6 +215,10 @@ class DockerLauncher:
             for c in found
         ]
 
+    def unrecorded(self, recorded: Collection[str]) -> int:
+        """How many containers of this work dir exist that no ``recorded`` id names."""
+        return sum(1 for c in self._own_containers() if c.id not in recorded)
+
     def stop_unrecorded(self, *, grace_s: float = 10.0) -> int:
         """Stop and remove this work dir's containers of its deployment; return how many.
 
@@ -222,15 +226,7 @@ class DockerLauncher:
         an ``up`` killed before it could record it. Only containers labelled with this
         deployment *and* this work dir are touched; their logs are kept like any other's.
         """
-        if not self.deployment:
-            return 0
-        labels = [
-            f"{LABEL_PREFIX}deployment={self.deployment}",
-            f"{LABEL_PREFIX}role={ROLE}",
-            f"{LABEL_PREFIX}workdir={self.workdir}",
-        ]
-        with docker_engine.translated(f"listing the containers of {self.deployment}"):
-            found = self._docker().containers.list(all=True, filters={"label": labels})
+        found = self._own_containers()
         prefix = container_prefix(self.deployment)
         for container in found:
             slug = str(container.name).removeprefix(prefix)
@@ -240,6 +236,19 @@ class DockerLauncher:
             with docker_engine.ignoring_errors():  # removed meanwhile: already what we want
                 container.remove(force=True)
         return len(found)
+
+    def _own_containers(self) -> list[Any]:
+        """Containers labelled with this deployment and this work dir, in any state."""
+        if not self.deployment:
+            return []
+        labels = [
+            f"{LABEL_PREFIX}deployment={self.deployment}",
+            f"{LABEL_PREFIX}role={ROLE}",
+            f"{LABEL_PREFIX}workdir={self.workdir}",
+        ]
+        with docker_engine.translated(f"listing the containers of {self.deployment}"):
+            found: list[Any] = self._docker().containers.list(all=True, filters={"label": labels})
+        return found
 
     def log_path(self, component: Component) -> Path:
         """Where the container's log is copied when it stops or fails."""

@@ -27,6 +27,7 @@ import shutil
 import socket
 import sys
 import time
+from collections.abc import Collection
 from pathlib import Path
 
 from expert_deploy import binaries, proc
@@ -161,6 +162,11 @@ class ProcessLauncher:
 
     def logs(self, handle: Handle, *, tail: int) -> str:
         return proc.tail_lines(handle.log_path, tail) if handle.log_path else ""
+
+    def unrecorded(self, recorded: Collection[str]) -> int:
+        """How many servers of this work dir run that no ``recorded`` ref names (for status)."""
+        running = proc.leaders_with_env(MARKER_ENV, self._marker(""), prefix=True)
+        return sum(1 for identity in running if identity.ref not in recorded)
 
     def stop_unrecorded(self) -> int:
         """Stop every server this work dir spawned that is still running; return how many.

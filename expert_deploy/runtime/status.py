@@ -68,6 +68,9 @@ class StatusReport:
     generation: int
     router_hash: str | None
     components: tuple[ComponentReport, ...]
+    #: Servers this work dir started that its state does not record (an interrupted `up`):
+    #: `down` stops them. They do not make the recorded deployment unhealthy.
+    unrecorded: int = 0
 
     @property
     def healthy(self) -> bool:
@@ -88,6 +91,7 @@ class StatusReport:
             "router_hash": self.router_hash,
             "healthy": self.healthy,
             "endpoint": self.endpoint,
+            "unrecorded": self.unrecorded,
             "components": [
                 {**asdict(c), "healthy": c.healthy, "state": c.state_word} for c in self.components
             ],

@@ -246,6 +246,8 @@ def test_unrecorded_containers_of_this_work_dir_are_swept_and_no_others(
         values = yaml.safe_load(rendered.read_text())
         values.update(runtime="docker", deployment=ours.launcher.deployment)
         rendered.write_text(yaml.safe_dump(values))
+        assert ours.launcher.unrecorded(set()) == 1
+        assert other.launcher.unrecorded(set()) == 1
 
         down = subprocess.run(
             [sys.executable, "-m", "expert_deploy", "down", "-w", str(workdir)],

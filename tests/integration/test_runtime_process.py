@@ -355,7 +355,16 @@ def test_unrecorded_servers_of_a_killed_up_are_stopped(inventory: Path, workdir:
     assert up.returncode == 0, up.stderr
     assert wait_until(lambda: not is_running(orphan), timeout_s=30)
     assert_nothing_unrecorded(workdir)
-    assert cli("down", "-w", workdir).returncode == 0
+    assert json.loads(cli("status", "-w", workdir, "--json").stdout)["unrecorded"] == 0
+
+    running = _spawn_orphan(workdir, "gateway/8")  # beside a recorded deployment
+    assert json.loads(cli("status", "-w", workdir, "--json").stdout)["unrecorded"] == 1
+    status = cli("status", "-w", workdir)
+    assert status.returncode == 0, status.stderr  # the recorded deployment is still healthy
+    assert "1 server(s) of an interrupted `up` run outside the state" in status.stderr
+    down = cli("down", "-w", workdir)
+    assert down.returncode == 0 and "and 1 unrecorded server(s)" in down.stdout
+    assert wait_until(lambda: not is_running(running), timeout_s=30)
 
     stray = _spawn_orphan(workdir, "gateway/9")
     down = cli("down", "-w", workdir)

@@ -127,6 +127,7 @@ def test_tensorrt_llm_expert_gets_its_gpu_shm_ulimits_health_restart_and_readonl
         "expert-deploy.role": "serve",
         "expert-deploy.expert": "expert-3",
         "expert-deploy.config-hash": component.config_hash,
+        "expert-deploy.workdir": str(work.resolve()),
     }
     assert _mounts(kwargs) == {
         repository: (repository, True),
