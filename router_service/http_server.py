@@ -7,8 +7,8 @@ The public port has six fixed routes and one streaming shape, so it needs little
 
 * HTTP/1.1 keep-alive (an idle connection closes after ``keep_alive_s``; a request not complete
   within ``request_timeout_s`` of its first byte gets 408 and the connection closes) and HTTP/1.0.
-  Requests
-  pipelined on one connection are answered in order: reading pauses while one is handled.
+  Requests pipelined on one connection are answered in order: reading pauses while one is
+  handled, and a pipelined request that fails meanwhile (408, 413) is answered after it.
 * Request bodies by Content-Length or chunked, at most ``max_body_bytes`` (413, then the
   connection closes); ``Expect: 100-continue`` is answered.
 * A response is either :class:`HttpResponse` (whole body, Content-Length) or
@@ -181,6 +181,9 @@ class _Connection(asyncio.Protocol):
         self._body_size = 0
         self._started_at = 0.0
         self._is_rejected = False
+        # A pipelined request that failed (408, 413) while an earlier response was being
+        # written: answered once that response is complete, then the connection closes.
+        self._deferred_error: GatewayError | None = None
 
     # -- asyncio.Protocol -------------------------------------------------------------------
 
@@ -285,7 +288,11 @@ class _Connection(asyncio.Protocol):
         try:
             response = await self._server.handler(pending.request)
             # After an upgrade request or an oversized pipelined one: answer, then close.
-            keep_alive = keep_alive and not self._server.is_shutting_down and not self._is_rejected
+            keep_alive = (
+                keep_alive
+                and not self._server.is_shutting_down
+                and (not self._is_rejected or self._deferred_error is not None)
+            )
             if isinstance(response, HttpResponse):
                 self._write_response(response, keep_alive=keep_alive)
             else:
@@ -310,6 +317,10 @@ class _Connection(asyncio.Protocol):
     def _after_response(self, keep_alive: bool) -> None:
         if self._is_closed or self._transport is None:
             return
+        if self._deferred_error is not None:
+            self._write_response(error_response(self._deferred_error), keep_alive=False)
+            self._deferred_error = None
+            keep_alive = False
         if not keep_alive or self._server.is_shutting_down or self._is_rejected:
             self._transport.close()
         elif self._queue:
@@ -384,7 +395,8 @@ class _Connection(asyncio.Protocol):
         """Answer ``error`` and close; the request's remaining bytes are ignored."""
         self._is_rejected = True
         if self._task is not None:
-            return  # a response is being written; closing after it is enough
+            self._deferred_error = error  # a response is being written: answer after it
+            return
         self._write_response(error_response(error), keep_alive=False)
         if self._transport is not None:
             self._transport.close()

@@ -346,6 +346,48 @@ def test_a_request_stalled_halfway_gets_408_and_the_connection_closes() -> None:
     assert rest == b""
 
 
+def test_a_pipelined_request_stalled_during_a_stream_gets_408_after_it() -> None:
+    closed: list[str] = []
+
+    async def stream(request: HttpRequest) -> StreamResponse:
+        return StreamResponse(_tokens(30, closed))  # ~0.3 s: longer than the request timeout
+
+    async def scenario(server: HttpServer) -> list[Any]:
+        reader, writer = await _connect(server)
+        writer.write(b"GET /s HTTP/1.1\r\nHost: x\r\n\r\nPOST /a HTTP/1.1\r\nContent-Le")
+        first = await asyncio.wait_for(_read_response(reader), 5)
+        second = await asyncio.wait_for(_read_response(reader), 5)
+        return [first, second, await reader.read()]
+
+    (s1, h1, b1), (s2, h2, b2), rest = _serve(stream, scenario, request_timeout_s=0.1)
+    assert s1 == 200 and "connection" not in h1  # the stream ran to its end, kept alive
+    assert b1.count(b"data: ") == 30
+    assert s2 == 408 and h2["connection"] == "close"
+    assert json.loads(b2)["error"]["message"] == "Request not complete within 0.1 s."
+    assert rest == b""
+
+
+def test_an_oversized_pipelined_request_gets_413_after_the_answer_before_it() -> None:
+    async def slow(request: HttpRequest) -> HttpResponse:
+        await asyncio.sleep(0.2)  # the next request's headers arrive meanwhile
+        return HttpResponse(200, b"first")
+
+    async def scenario(server: HttpServer) -> list[Any]:
+        reader, writer = await _connect(server)
+        writer.write(
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        )
+        first = await asyncio.wait_for(_read_response(reader), 5)
+        second = await asyncio.wait_for(_read_response(reader), 5)
+        return [first, second, await reader.read()]
+
+    (s1, h1, b1), (s2, h2, _b2), rest = _serve(slow, scenario)
+    assert (s1, b1) == (200, b"first") and "connection" not in h1
+    assert s2 == 413 and h2["connection"] == "close"
+    assert rest == b""
+
+
 def test_shutdown_closes_idle_connections_and_lets_a_stream_finish() -> None:
     closed: list[str] = []
 
