@@ -83,11 +83,14 @@ def open_client(base_url: str | None, *, timeout_s: float = 60.0) -> Any:
 
 
 @contextlib.contextmanager
-def translated(what: str, *, image: str | None = None, log_hint: str = "") -> Iterator[None]:
+def translated(
+    what: str, *, image: str | None = None, obtain: str = "", log_hint: str = ""
+) -> Iterator[None]:
     """Turn Docker errors raised inside the block into one-line ``LaunchError``\\ s about ``what``.
 
-    ``image`` names the image for the "not on this machine" message; ``log_hint`` is added to
-    daemon refusals (where the component's log is).
+    ``image`` names the image for the "not on this machine" message, ``obtain`` the command
+    that makes it (default: pull or import); ``log_hint`` is added to daemon refusals (where
+    the component's log is).
     """
     docker = sdk()
     import requests  # the SDK's transport, installed with it
@@ -96,10 +99,8 @@ def translated(what: str, *, image: str | None = None, log_hint: str = "") -> It
         yield
     except docker.errors.ImageNotFound:
         shown = image or "the image"
-        raise LaunchError(
-            f"{what}: image {shown} is not on this machine; docker pull {shown} "
-            "(or docker import it) first"
-        ) from None
+        how = obtain or f"docker pull {shown} (or docker import it) first"
+        raise LaunchError(f"{what}: image {shown} is not on this machine; {how}") from None
     except docker.errors.APIError as error:
         suffix = f"; {log_hint}" if log_hint else ""
         raise LaunchError(f"{what}: docker refused: {_explanation(error)}{suffix}") from None

@@ -25,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from router_service.classifier.errors import ClassifierError
     from router_service.config import ConfigError, load_config
     from router_service.server import serve
 
@@ -51,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             uvloop.run(serve(config, environ))
         else:
             asyncio.run(serve(config, environ))
-    except ConfigError as exc:
+    except (ConfigError, ClassifierError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

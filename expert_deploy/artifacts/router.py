@@ -98,6 +98,9 @@ def _save_into(target: Path, save: object, status: str) -> RouterArtifact:
     assert callable(save)
     target.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    # mkdtemp makes it 0700; the artifact is no secret, and a gateway container running as
+    # another user (images/gateway.Dockerfile: nobody) reads it through a bind mount.
+    temp.chmod(0o755)
     try:
         content_hash = str(save(temp))
         if target.exists():  # another command saved the same key meanwhile: same content

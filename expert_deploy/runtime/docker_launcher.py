@@ -68,6 +68,13 @@ class DeployedContainer:
     config_hash: str
 
 
+#: How the gateway image is made: no registry has it (images/gateway.Dockerfile).
+GATEWAY_IMAGE_BUILD = (
+    "build it first, in an expert-deploy checkout: "
+    "docker build -f images/gateway.Dockerfile -t {image} ."
+)
+
+
 def container_prefix(deployment: str) -> str:
     """``ed-<deployment>-``: how every container name of ``deployment`` begins."""
     return f"ed-{deployment}-"
@@ -121,7 +128,10 @@ class DockerLauncher:
         log_path = self.log_path(component)
         self._remove_stale(component, name)
         what = f"{component.name} (container {name})"
-        with docker_engine.translated(what, image=kwargs["image"]):
+        obtain = (
+            GATEWAY_IMAGE_BUILD.format(image=kwargs["image"]) if component.kind == "gateway" else ""
+        )
+        with docker_engine.translated(what, image=kwargs["image"], obtain=obtain):
             container = client.containers.create(**kwargs)
         try:
             with docker_engine.translated(what, log_hint=f"its log: {log_path}"):

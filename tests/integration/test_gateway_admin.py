@@ -158,3 +158,15 @@ def test_taken_port_is_a_one_line_error(
     last_line = str(failure.value).strip().splitlines()[-1]
     assert last_line.startswith(f"error: cannot listen on 127.0.0.1:{ports[field]} (")
     assert last_line.endswith(f"set {field} to a free port")
+
+
+def test_unreadable_router_is_a_one_line_error(
+    fleet: Fleet, tmp_path: Path, start_gateway: GatewayFactory
+) -> None:
+    empty = tmp_path / "no-router"
+    empty.mkdir()
+    with pytest.raises(RuntimeError, match="gateway exited") as failure:
+        start_gateway(fleet.table(), router_dir=str(empty))
+    last_line = str(failure.value).strip().splitlines()[-1]
+    assert last_line.startswith(f"error: {empty}/router.json is missing; ")
+    assert "Traceback" not in str(failure.value)

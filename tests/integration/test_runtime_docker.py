@@ -172,15 +172,24 @@ def test_triton_that_exits_while_starting_names_itself_and_its_log(
     assert deployment.launcher.list_deployment() == []
 
 
-def test_missing_image_says_to_pull_or_import_it(deployment: Deployment) -> None:
+def test_missing_image_says_how_to_get_it(deployment: Deployment) -> None:
     launcher = deployment.launcher
-    launcher.profiles["gateway"] = ContainerProfile("nope/missing:1", ("python3",))
+    launcher.profiles["nginx"] = ContainerProfile("nope/nginx:1", ("nginx",))
     with pytest.raises(
         LaunchError,
-        match=r"gateway/0 \(container ed-.*\): image nope/missing:1 is not on this machine; "
-        r"docker pull nope/missing:1 \(or docker import it\) first",
+        match=r"nginx \(container ed-.*\): image nope/nginx:1 is not on this machine; "
+        r"docker pull nope/nginx:1 \(or docker import it\) first",
     ):
+        launcher.launch(deployment.components["nginx"])
+    # No registry has the gateway image: the message says how to build it.
+    launcher.profiles["gateway"] = ContainerProfile("nope/gateway:1", ("python3",))
+    with pytest.raises(LaunchError) as missing:
         launcher.launch(deployment.components["gateway/0"])
+    assert str(missing.value).endswith(
+        "image nope/gateway:1 is not on this machine; build it first, in an expert-deploy "
+        "checkout: docker build -f images/gateway.Dockerfile -t nope/gateway:1 ."
+    )
+    assert (REPO / "images" / "gateway.Dockerfile").is_file()
     assert launcher.list_deployment() == []
 
 
