@@ -2,7 +2,8 @@
 
 The deployment state, the lockfile, the checkpoint record and Hub refs are all rewritten this
 way: a temporary file in the same folder (so the rename stays on one file system), flushed and
-fsynced, then renamed over the target.
+fsynced, then renamed over the target. Folders (rendered configs, router arrays, generated
+checkpoints) are filled in a :func:`staging_dir` and renamed into place the same way.
 """
 
 from __future__ import annotations
@@ -28,3 +29,17 @@ def write_text_atomically(path: Path, text: str) -> None:
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
+
+
+def staging_dir(parent: Path, prefix: str) -> Path:
+    """A new empty folder in ``parent`` (same file system as its final place) to fill, then rename.
+
+    Mode 0755, not mkdtemp's 0700: what lands there is published (no secrets ever do) and is
+    read by servers that may run as another user, such as the gateway image's ``nobody``.
+
+    Raises:
+        OSError: ``parent`` cannot be written.
+    """
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir=parent))
+    path.chmod(0o755)
+    return path

@@ -11,11 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from expert_deploy.artifacts.corpus import RouterError, read_corpus
+from expert_deploy.atomic_file import staging_dir
 from expert_deploy.builder.cache import sha256_file
 from expert_deploy.inventory.models import ArtifactSource, CbtmSource, FitSource, RouterSpec
 
@@ -97,10 +97,7 @@ def _save_into(target: Path, save: object, status: str) -> RouterArtifact:
     """Save into a temporary sibling, then rename: a half-written router is never found."""
     assert callable(save)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    # mkdtemp makes it 0700; the artifact is no secret, and a gateway container running as
-    # another user (images/gateway.Dockerfile: nobody) reads it through a bind mount.
-    temp.chmod(0o755)
+    temp = staging_dir(target.parent, f".{target.name}-")
     try:
         content_hash = str(save(temp))
         if target.exists():  # another command saved the same key meanwhile: same content

@@ -19,12 +19,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 import threading
 from pathlib import Path
 from typing import Any
 
 from expert_deploy.artifacts.corpus import read_corpus
+from expert_deploy.atomic_file import staging_dir
 from expert_deploy.checkpoints.checkpoint import Checkpoint, sha256_of, snapshot_files
 from expert_deploy.checkpoints.verify import verify_checkpoint
 from expert_deploy.errors import CheckpointError, ExpertDeployError
@@ -254,7 +254,7 @@ def generate_checkpoint(model: ModelSource, *, corpus: Path, root: Path) -> Chec
     if not cached:
         try:
             root.mkdir(parents=True, exist_ok=True)
-            staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{key[:12]}-"))
+            staging = staging_dir(root, f".{key[:12]}-")
         except OSError as error:
             raise CheckpointError(
                 f"cannot write generated checkpoints under {root} ({error.strerror or error}); "

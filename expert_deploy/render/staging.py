@@ -13,6 +13,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from expert_deploy.atomic_file import staging_dir
 from expert_deploy.errors import RenderError
 
 
@@ -61,7 +62,7 @@ class Staging:
         parent = destination.parent
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            temp = Path(tempfile.mkdtemp(prefix=f".{destination.name}-new-", dir=parent))
+            temp = staging_dir(parent, f".{destination.name}-new-")
         except OSError as exc:
             raise RenderError(f"cannot write to {parent}: {exc.strerror or exc}") from exc
         try:
@@ -85,8 +86,6 @@ def _write(root: Path, staged: StagedFile) -> None:
 
 def _swap(new: Path, destination: Path) -> None:
     """Put ``new`` at ``destination``; keep the old tree until the new one is in place."""
-    # mkdtemp makes it 0700; servers in containers read the tree as another user.
-    new.chmod(0o755)
     if not destination.exists():
         new.replace(destination)
         return

@@ -66,8 +66,9 @@ def test_prepare_writes_the_lock_then_changes_nothing(tmp_path: Path) -> None:
     lock_file = lock_path(path)
     assert first.lock_path == lock_file and first.lock_changes == ("syn.lock is new",)
     assert first.router.status == "fitted"
-    # Readable by a gateway container running as another user (images/gateway.Dockerfile).
+    # Readable by servers running as another user (images/gateway.Dockerfile: nobody).
     assert first.router.path.stat().st_mode & 0o777 == 0o755
+    assert (tmp_path / "work" / "rendered").stat().st_mode & 0o777 == 0o755
     assert set(first.step_seconds) == {"fetch", "engines", "router", "render"}
     assert [o.status for o in first.experts] == ["skipped"] * 3
     text = lock_file.read_text()

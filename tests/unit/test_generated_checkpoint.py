@@ -66,6 +66,7 @@ def test_a_second_call_reuses_the_folder(made: Checkpoint) -> None:
     assert (made.path / "model.safetensors").stat().st_mtime_ns == before
     # Nothing half-written is left beside it.
     assert [p.name for p in made.path.parent.iterdir()] == [made.commit]
+    assert made.path.stat().st_mode & 0o777 == 0o755  # a server may run as another user
 
 
 def test_the_seed_changes_the_weights_not_the_tokenizer(made: Checkpoint, tmp_path: Path) -> None:
