@@ -172,8 +172,17 @@ def private_dockerd(startup_timeout_s: float = 60.0) -> Iterator[Dockerd]:
         yield daemon
     finally:
         stop_group(process, grace_s=15.0)
-        subprocess.run(["umount", "-R", str(root / "exec")], capture_output=True, check=False)
+        _unmount_below(root)
         shutil.rmtree(root, ignore_errors=True)
+
+
+def _unmount_below(root: Path) -> None:
+    """Unmount what dockerd left mounted under ``root`` (its ``exec/netns/default``), deepest
+    first; one such mount per test module had piled up on the host before."""
+    mounts = Path("/proc/self/mounts").read_text().splitlines()
+    points = [line.split()[1] for line in mounts if len(line.split()) > 1]
+    for point in sorted((p for p in points if p.startswith(f"{root}/")), reverse=True):
+        subprocess.run(["umount", point], capture_output=True, check=False)
 
 
 def _wait_ready(daemon: Dockerd, log: Path, timeout_s: float) -> None:
