@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import socket
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
@@ -461,17 +462,11 @@ class HttpServer:
     port: int = 0
     _server: asyncio.Server | None = None
 
-    async def start(self, host: str, port: int, *, backlog: int = 4096) -> None:
-        """Listen on ``host:port``.
-
-        Raises:
-            OSError: the address cannot be bound (in use, not local, no permission).
-        """
+    async def start(self, sock: socket.socket) -> None:
+        """Accept connections on ``sock``, a bound and listening socket (owned from now on)."""
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            lambda: _Connection(self), host, port, backlog=backlog, reuse_address=True
-        )
-        self.port = self._server.sockets[0].getsockname()[1]
+        self._server = await loop.create_server(lambda: _Connection(self), sock=sock)
+        self.port = sock.getsockname()[1]
 
     async def shutdown(self, deadline_s: float | None) -> None:
         """Stop accepting, close idle connections, wait for in-flight requests, then cancel."""

@@ -120,17 +120,12 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
         if config.grpc_port is not None:
             grpc_server, bound = await start_grpc_server(config, dispatcher, secrets)
             grpc_address = f"{config.host}:{bound}"
-        await public.start(config.host, config.http_port)
-    except BaseException as exc:
+        await public.start(_listen(config.host, config.http_port, "http_port"))
+    except BaseException:
         admin_socket.close()
         if grpc_server is not None:
             await grpc_server.stop(0)
         await dispatcher.close()
-        if isinstance(exc, OSError):
-            raise ConfigError(
-                f"cannot listen on {config.host}:{config.http_port} ({exc.strerror or exc}); "
-                "set http_port to a free port"
-            ) from exc
         raise
     admin = _Server(
         _uvicorn_config(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
@@ -34,7 +35,7 @@ def _serve(
 ) -> Any:
     async def run() -> Any:
         server = HttpServer(handler, max_body_bytes=options.pop("max_body_bytes", 1024), **options)
-        await server.start("127.0.0.1", 0)
+        await server.start(socket.create_server(("127.0.0.1", 0)))
         try:
             return await asyncio.wait_for(scenario(server), 20)
         finally:
