@@ -8,10 +8,11 @@ inventory, check that it is the one deployed there.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -27,7 +28,9 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from expert_deploy.runtime.components import Component
+    from expert_deploy.runtime.docker_launcher import DockerLauncher
     from expert_deploy.runtime.launcher import Launcher
+    from expert_deploy.runtime.process_launcher import ProcessLauncher
     from expert_deploy.runtime.status import StatusReport
     from expert_deploy.settings import Settings
 
@@ -257,38 +260,39 @@ def _launchers(settings: Settings) -> Callable[[str], Launcher]:
     return get
 
 
-def _count_unrecorded(settings: Settings, state: DeploymentState) -> int:
-    """Servers (processes; containers under docker) of this work dir the state does not name."""
+@contextlib.contextmanager
+def _unrecorded_finders(
+    settings: Settings, runtime: str | None
+) -> Iterator[list[ProcessLauncher | DockerLauncher]]:
+    """The launchers that find servers of this work dir outside its state: processes always
+    (any runtime may have spawned some), containers under the docker runtime."""
     from expert_deploy.runtime.process_launcher import ProcessLauncher
 
-    recorded = {r.ref for r in state.components.values()}
-    count = ProcessLauncher(settings).unrecorded(recorded)
-    if state.runtime == "docker":
-        from expert_deploy.runtime.docker_launcher import docker_launcher
-
-        launcher = docker_launcher(settings)
-        try:
-            count += launcher.unrecorded(recorded)
-        finally:
-            launcher.close()
-    return count
-
-
-def _stop_unrecorded(settings: Settings, runtime: str | None) -> int:
-    """Servers (processes; containers under the docker runtime) that this work dir started and
-    the state never recorded."""
-    from expert_deploy.runtime.process_launcher import ProcessLauncher
-
-    swept = ProcessLauncher(settings).stop_unrecorded()
+    launchers: list[ProcessLauncher | DockerLauncher] = [ProcessLauncher(settings)]
+    docker = None
     if runtime == "docker":
         from expert_deploy.runtime.docker_launcher import docker_launcher
 
-        launcher = docker_launcher(settings)
-        try:
-            swept += launcher.stop_unrecorded()
-        finally:
-            launcher.close()
-    return swept
+        docker = docker_launcher(settings)
+        launchers.append(docker)
+    try:
+        yield launchers
+    finally:
+        if docker is not None:
+            docker.close()
+
+
+def _count_unrecorded(settings: Settings, state: DeploymentState) -> int:
+    """Servers of this work dir that the state does not name (status warns about them)."""
+    recorded = {r.ref for r in state.components.values()}
+    with _unrecorded_finders(settings, state.runtime) as launchers:
+        return sum(launcher.unrecorded(recorded) for launcher in launchers)
+
+
+def _stop_unrecorded(settings: Settings, runtime: str | None) -> int:
+    """Stop the servers this work dir started and the state never recorded; return how many."""
+    with _unrecorded_finders(settings, runtime) as launchers:
+        return sum(launcher.stop_unrecorded() for launcher in launchers)
 
 
 def _rendered_runtime(settings: Settings) -> str | None:

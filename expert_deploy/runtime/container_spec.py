@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 from expert_deploy.render.trtllm import BACKEND_MOUNT
 from expert_deploy.runtime.components import Component, ComponentKind
+from expert_deploy.runtime.readiness import client_port, reachable
 
 #: What the gateway image runs for its health check: no curl in a slim Python image.
 PYTHON_HTTP_CHECK = (
@@ -126,11 +127,10 @@ def triton_command(
 
 
 def health_url(component: Component) -> str:
-    address = "127.0.0.1" if component.address in ("0.0.0.0", "") else component.address  # noqa: S104
+    address = reachable(component.address)
     if component.kind == "triton":
         return f"http://{address}:{component.ports['http']}/v2/health/ready"
-    port = component.ports["http"] if component.kind == "gateway" else component.ports["listen"]
-    return f"http://{address}:{port}/healthz"
+    return f"http://{address}:{client_port(component.kind, component.ports)}/healthz"
 
 
 def referenced_paths(repository: Path) -> list[Mount]:

@@ -209,11 +209,7 @@ class DockerLauncher:
 
     def list_deployment(self, deployment: str | None = None) -> list[DeployedContainer]:
         """Every serving container labelled with ``deployment`` (this one by default), any
-        state: what ``status`` and ``down`` compare with the state to find strays."""
-        name = deployment or self.deployment
-        filters = {"label": [f"{LABEL_PREFIX}deployment={name}", f"{LABEL_PREFIX}role={ROLE}"]}
-        with docker_engine.translated(f"listing the containers of {name}"):
-            found = self._docker().containers.list(all=True, filters=filters)
+        state."""
         return [
             DeployedContainer(
                 c.id,
@@ -222,12 +218,13 @@ class DockerLauncher:
                 c.status,
                 c.labels.get(f"{LABEL_PREFIX}config-hash", ""),
             )
-            for c in found
+            for c in self._containers(deployment or self.deployment)
         ]
 
     def unrecorded(self, recorded: Collection[str]) -> int:
         """How many containers of this work dir exist that no ``recorded`` id names."""
-        return sum(1 for c in self._own_containers() if c.id not in recorded)
+        found = self._containers(self.deployment, this_workdir=True)
+        return sum(1 for c in found if c.id not in recorded)
 
     def stop_unrecorded(self, *, grace_s: float = 10.0) -> int:
         """Stop and remove this work dir's containers of its deployment; return how many.
@@ -236,27 +233,24 @@ class DockerLauncher:
         an ``up`` killed before it could record it. Only containers labelled with this
         deployment *and* this work dir are touched; their logs are kept like any other's.
         """
-        found = self._own_containers()
+        found = self._containers(self.deployment, this_workdir=True)
         prefix = container_prefix(self.deployment)
         for container in found:
             slug = str(container.name).removeprefix(prefix)
-            self._save_log(container, self.workdir / "logs" / f"{slug}.log")
-            with docker_engine.translated(f"container {container.name}"):
-                container.stop(timeout=max(1, math.ceil(grace_s)))
-            with docker_engine.ignoring_errors():  # removed meanwhile: already what we want
-                container.remove(force=True)
+            self.stop(
+                Handle(self.kind, container.id, self.workdir / "logs" / f"{slug}.log"),
+                grace_s=grace_s,
+            )
         return len(found)
 
-    def _own_containers(self) -> list[Any]:
-        """Containers labelled with this deployment and this work dir, in any state."""
-        if not self.deployment:
+    def _containers(self, deployment: str, *, this_workdir: bool = False) -> list[Any]:
+        """Serving containers labelled with ``deployment`` (and this work dir), in any state."""
+        if not deployment:
             return []
-        labels = [
-            f"{LABEL_PREFIX}deployment={self.deployment}",
-            f"{LABEL_PREFIX}role={ROLE}",
-            f"{LABEL_PREFIX}workdir={self.workdir}",
-        ]
-        with docker_engine.translated(f"listing the containers of {self.deployment}"):
+        labels = [f"{LABEL_PREFIX}deployment={deployment}", f"{LABEL_PREFIX}role={ROLE}"]
+        if this_workdir:
+            labels.append(f"{LABEL_PREFIX}workdir={self.workdir}")
+        with docker_engine.translated(f"listing the containers of {deployment}"):
             found: list[Any] = self._docker().containers.list(all=True, filters={"label": labels})
         return found
 

@@ -17,7 +17,7 @@ import json
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from expert_deploy.errors import ReadinessTimeoutError
@@ -40,6 +40,11 @@ class ProbeResult:
 def reachable(address: str) -> str:
     """Where to reach a server bound to ``address``: loopback for all interfaces."""
     return "127.0.0.1" if address in ("0.0.0.0", "") else address  # noqa: S104
+
+
+def client_port(kind: str, ports: Mapping[str, int]) -> int:
+    """The OpenAI-compatible port of a gateway replica or of NGINX."""
+    return ports["http"] if kind == "gateway" else ports["listen"]
 
 
 def probe_triton(address: str, http_port: int, *, timeout_s: float = 10.0) -> ProbeResult:
@@ -105,7 +110,7 @@ def probe(component: Component, *, api_key: str | None = None) -> ProbeResult:
     """The probe that fits ``component``'s kind."""
     if component.kind == "triton":
         return probe_triton(component.address, component.ports["http"])
-    port = component.ports["http"] if component.kind == "gateway" else component.ports["listen"]
+    port = client_port(component.kind, component.ports)
     return probe_completion(component.address, port, api_key=api_key)
 
 

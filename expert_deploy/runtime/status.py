@@ -18,7 +18,13 @@ from expert_deploy.runtime.components import START_ORDER
 from expert_deploy.runtime.gateway_admin import ADMIN_ADDRESS, GatewayAdmin
 from expert_deploy.runtime.gateway_auth import GatewayAuth, deployment_auth
 from expert_deploy.runtime.launcher import Launcher, Liveness
-from expert_deploy.runtime.readiness import ProbeResult, probe_completion, probe_triton, reachable
+from expert_deploy.runtime.readiness import (
+    ProbeResult,
+    client_port,
+    probe_completion,
+    probe_triton,
+    reachable,
+)
 from expert_deploy.runtime.state import ComponentRecord, DeploymentState
 from expert_deploy.settings import Settings
 
@@ -112,12 +118,10 @@ class _Listening(Protocol):
 def endpoint_of(components: Sequence[_Listening]) -> str | None:
     """``http://…/v1/chat/completions`` on NGINX, or on the first gateway without NGINX."""
     by_kind = {c.kind: c for c in sorted(components, key=lambda c: c.name, reverse=True)}
-    if "nginx" in by_kind:
-        front, port = by_kind["nginx"], by_kind["nginx"].ports["listen"]
-    elif "gateway" in by_kind:
-        front, port = by_kind["gateway"], by_kind["gateway"].ports["http"]
-    else:
+    front = by_kind.get("nginx") or by_kind.get("gateway")
+    if front is None:
         return None
+    port = client_port(front.kind, front.ports)
     return f"http://{reachable(front.address)}:{port}/v1/chat/completions"
 
 
@@ -208,9 +212,11 @@ def _probe(
     if record.kind == "triton":
         return probe_triton(record.address, record.ports["http"], timeout_s=timeout_s)
     key = auth.api_key(settings)
-    port = record.ports["http"] if record.kind == "gateway" else record.ports["listen"]
     return probe_completion(
-        record.address, port, api_key=key.reveal() if key else None, timeout_s=timeout_s
+        record.address,
+        client_port(record.kind, record.ports),
+        api_key=key.reveal() if key else None,
+        timeout_s=timeout_s,
     )
 
 
