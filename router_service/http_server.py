@@ -288,7 +288,8 @@ class _Connection(asyncio.Protocol):
         keep_alive = pending.keep_alive
         try:
             response = await self._server.handler(pending.request)
-            # After an upgrade request or an oversized pipelined one: answer, then close.
+            # After an upgrade request: answer, then close. A pipelined request rejected
+            # meanwhile gets its error after this response, which keeps its framing.
             keep_alive = (
                 keep_alive
                 and not self._server.is_shutting_down
@@ -318,10 +319,9 @@ class _Connection(asyncio.Protocol):
     def _after_response(self, keep_alive: bool) -> None:
         if self._is_closed or self._transport is None:
             return
-        if self._deferred_error is not None:
+        if self._deferred_error is not None:  # then close: _is_rejected is set
             self._write_response(error_response(self._deferred_error), keep_alive=False)
             self._deferred_error = None
-            keep_alive = False
         if not keep_alive or self._server.is_shutting_down or self._is_rejected:
             self._transport.close()
         elif self._queue:
