@@ -24,14 +24,13 @@ from __future__ import annotations
 import asyncio
 import struct
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from router_service.access_log import AccessRecord, done_fields
+from router_service.access_log import AccessRecord, done_fields, new_request_id
 from router_service.auth import require_api_key
 from router_service.config import ConfigError, GatewayConfig
 from router_service.dispatch import Dispatcher, GenerateRequest, Generation
@@ -128,7 +127,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         self, request: service_pb2.ModelInferRequest, rpc: str, received_at: float
     ) -> AccessRecord:
         access = AccessRecord(
-            request.id or uuid.uuid4().hex, _SERVICE_PATH + rpc, received_at, protocol="grpc"
+            request.id or new_request_id(), _SERVICE_PATH + rpc, received_at, protocol="grpc"
         )
         access.fields["model"] = request.model_name
         return access

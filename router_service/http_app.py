@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from collections.abc import AsyncGenerator, Awaitable, Callable
 
-from router_service.access_log import AccessRecord, done_fields
+from router_service.access_log import AccessRecord, done_fields, new_request_id
 from router_service.auth import require_api_key
 from router_service.config import GatewayConfig
 from router_service.dispatch import Dispatcher, GenerateRequest, Generation
@@ -104,7 +103,7 @@ class HttpFrontEnd:
         return await self._generate(request, kind="chat")
 
     async def _generate(self, request: HttpRequest, *, kind: str) -> Response:
-        request_id = request.headers.get("x-request-id") or uuid.uuid4().hex
+        request_id = request.headers.get("x-request-id") or new_request_id()
         # The access log's duration counts from the headers; the overhead clock starts with the
         # whole body in hand (received_at): a client that is slow to send it is not routing
         # overhead (NGINX with request buffering off forwards the headers first).

@@ -60,6 +60,10 @@ __all__ = [
 LOGGER = logging.getLogger("router_service.http")
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# json.dumps with options would build a new encoder for every response.
+_ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+# Looked up per response; HTTPStatus(status) costs more than a dict on the first-token path.
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}" for s in HTTPStatus}
 _LAST_CHUNK = b"0\r\n\r\n"
 
 
@@ -117,7 +121,7 @@ def json_response(
     body: object, status: int = 200, headers: Sequence[tuple[str, str]] = ()
 ) -> HttpResponse:
     """``body`` as a compact JSON response."""
-    data = json.dumps(body, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    data = _ENCODE_JSON(body)
     return HttpResponse(status, data.encode("utf-8"), headers)
 
 
@@ -136,7 +140,7 @@ def _head(
     keep_alive: bool,
 ) -> bytes:
     """Status line and headers; ``length=None`` means chunked (HTTP/1.1) or close-delimited."""
-    lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}", f"content-type: {content_type}"]
+    lines = [_STATUS_LINES[status], f"content-type: {content_type}"]
     if length is not None:
         lines.append(f"content-length: {length}")
     elif keep_alive:

@@ -31,6 +31,9 @@ __all__ = [
     "usage_body",
 ]
 
+# json.dumps with options builds a new encoder per call; the first event is on the TTFT path.
+_ENCODE_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
@@ -277,7 +280,7 @@ def chunk_event(
     }
     if usage is not None:
         body["usage"] = usage
-    return b"data: " + json.dumps(body, separators=(",", ":")).encode("utf-8") + b"\n\n"
+    return b"data: " + _ENCODE_COMPACT(body).encode("utf-8") + b"\n\n"
 
 
 class ChunkEncoder:
@@ -292,24 +295,34 @@ class ChunkEncoder:
     _MARK = "\x00expert-router-text\x00"
 
     def __init__(self, *, kind: str, response_id: str, created: int, model: str) -> None:
-        def template(*, is_first: bool) -> tuple[bytes, bytes]:
-            rendered = chunk_event(
-                kind=kind,
-                response_id=response_id,
-                created=created,
-                model=model,
-                text=self._MARK,
-                is_first=is_first,
-            )
-            head, _, tail = rendered.partition(encode_basestring_ascii(self._MARK).encode())
-            return head, tail
+        self._kind = kind
+        self._response_id = response_id
+        self._created = created
+        self._model = model
+        self._first = self._template(is_first=True)
+        # Rendered at the second token: only the first one is on the time-to-first-token path.
+        self._next: tuple[bytes, bytes] | None = None
 
-        self._first = template(is_first=True)
-        self._next = template(is_first=False)
+    def _template(self, *, is_first: bool) -> tuple[bytes, bytes]:
+        rendered = chunk_event(
+            kind=self._kind,
+            response_id=self._response_id,
+            created=self._created,
+            model=self._model,
+            text=self._MARK,
+            is_first=is_first,
+        )
+        head, _, tail = rendered.partition(encode_basestring_ascii(self._MARK).encode())
+        return head, tail
 
     def token(self, text: str, *, is_first: bool) -> bytes:
         """The ``data:`` event carrying ``text``."""
-        head, tail = self._first if is_first else self._next
+        if is_first:
+            head, tail = self._first
+        else:
+            if self._next is None:
+                self._next = self._template(is_first=False)
+            head, tail = self._next
         return head + encode_basestring_ascii(text).encode() + tail
 
 
