@@ -50,3 +50,11 @@ def test_every_path_runs_every_level_without_errors() -> None:
     assert len(found) == 2 * len(paths - {"triton-http", "triton-grpc"}), run.stdout
     for m in found:
         assert float(m[2]) <= float(m[1]) <= float(m[3]), m[0]
+    # Each baseline row ends with how busy the load side's CPUs were, in percent.
+    loads = [
+        float(line.split()[-1])
+        for line, m in zip(run.stdout.splitlines(), rows, strict=True)
+        if m and m[2].startswith("triton-")
+    ]
+    assert len(loads) == len(found), run.stdout  # one baseline row per group and level
+    assert all(0.0 <= load <= 100.0 for load in loads), run.stdout
