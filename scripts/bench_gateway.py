@@ -7,19 +7,20 @@ first) over these paths:
 
 * ``triton-grpc``: gRPC ModelStreamInfer straight to Triton (the baseline of ``gw-grpc``),
 * ``triton-http``: Triton's own SSE endpoint, ``POST /v2/models/<m>/generate_stream``, with the
-  same httpx client as the HTTP paths (the baseline of ``gw-http`` and ``nginx-http``),
-* ``gw-http``: OpenAI SSE through the gateway (one httpx.AsyncClient per stream),
+  same client as the HTTP paths (the baseline of ``gw-http`` and ``nginx-http``),
+* ``gw-http``: OpenAI SSE through the gateway (one keep-alive connection per stream and server,
+  ``scripts/sse_client.py``: httpx was the bottleneck of the load side at 1,000 streams),
 * ``gw-grpc``: gRPC ModelStreamInfer through the gateway's KServe v2 front end,
 * ``nginx-http``: OpenAI SSE through NGINX in front of two gateway replicas (if nginx exists),
   with the nginx.conf that ``expert-deploy up`` renders.
 
 Each gateway path is compared with the direct path of the same protocol and client, so the
-added TTFT is the gateway's, not the difference between httpx and grpc.aio as clients (about
-0.4 ms at p50 here). The two run interleaved: every stream takes them in turns (shuffled
-rounds), so both see the same machine; run one after the other, identical code differed by up
-to 0.5 ms p50 between runs on a shared 2-vCPU VM, interleaved by 0.05-0.15 ms. ``own50`` and
-``own99`` are the gateway's own ``x-expert-router-overhead-ms`` headers (its time to first
-token minus the upstream's, as it measured them).
+added TTFT is the gateway's, not the difference between the HTTP and grpc.aio clients. The two
+run interleaved: every stream takes them in turns (shuffled rounds), so both see the same
+machine; run one after the other, identical code differed by up to 0.5 ms p50 between runs on a
+shared 2-vCPU VM, interleaved by 0.05-0.15 ms. ``own50`` and ``own99`` are the gateway's own
+``x-expert-router-overhead-ms`` headers (its time to first token minus the upstream's, as it
+measured them).
 
 Prints TTFT p50/p99 per path, the TTFT added over the baseline, the gateway's CPU time per
 request and tokens relayed per CPU-second of the gateway process(es) (from /proc/<pid>/stat),
@@ -52,12 +53,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import multiprocessing
 import os
 import random
 import shutil
-import ssl
 import sys
 import tempfile
 import time
@@ -82,6 +83,7 @@ from router_service.triton_codec import (  # noqa: E402
     build_infer_request,
     decode_stream_response,
 )
+from scripts.sse_client import SseConnection  # noqa: E402
 from tests.support.gateway import Gateway, routing_table  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
 from tests.support.processes import start_group, stop_group, wait_until  # noqa: E402
@@ -160,14 +162,14 @@ def _triton_text(event: dict[str, Any]) -> str:
 
 
 async def _http_stream(
-    client: httpx.AsyncClient, target: Target, job: Job, overheads: list[float]
+    connection: SseConnection, target: Target, job: Job, overheads: list[float]
 ) -> tuple[float, int]:
     if target.name == "triton-http":
-        url = f"{target.address}/v2/models/{target.model}/generate_stream"
+        path = f"/v2/models/{target.model}/generate_stream"
         body: dict[str, Any] = {"text_input": job.prompt, "max_tokens": job.tokens, "stream": True}
         text_of = _triton_text
     else:
-        url = target.address + "/v1/completions"
+        path = "/v1/completions"
         body = {
             "model": target.model,
             "prompt": job.prompt,
@@ -175,20 +177,23 @@ async def _http_stream(
             "stream": True,
         }
         text_of = _openai_text
+    data = json.dumps(body).encode()
+    headers: dict[str, str] = {}
     started = time.perf_counter()
     ttft, tokens = -1.0, 0
-    async with client.stream("POST", url, json=body) as response:
-        if response.status_code != 200:
-            raise RuntimeError(f"status {response.status_code}: {await response.aread()!r}")
-        if "x-expert-router-overhead-ms" in response.headers:
-            overheads.append(float(response.headers["x-expert-router-overhead-ms"]) / 1000)
-        async for line in response.aiter_lines():
-            if not line.startswith("data: {"):
+    async with (
+        asyncio.timeout(60.0),
+        contextlib.aclosing(connection.post_lines(path, data, headers)) as lines,
+    ):
+        async for line in lines:
+            if not line.startswith(b"data: {"):
                 continue
             if text_of(json.loads(line[6:])):
                 tokens += 1
                 if ttft < 0:
                     ttft = time.perf_counter() - started
+    if "x-expert-router-overhead-ms" in headers:
+        overheads.append(float(headers["x-expert-router-overhead-ms"]) / 1000)
     return ttft, tokens
 
 
@@ -207,17 +212,18 @@ async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
                 channel = grpc.aio.insecure_channel(target.address)
                 channels.append(channel)
                 stubs[target.name].append(service_pb2_grpc.GRPCInferenceServiceStub(channel))
-    # One HTTP client per stream, as each user has their own connections. With one client for
-    # 500 streams, some requests waited up to 19 s for response headers, through the gateway
-    # and straight to Triton alike. The TLS context is shared: one per client costs milliseconds.
-    tls = ssl.create_default_context()
     started = {"count": 0}
 
     async def loop(index: int) -> None:
-        async with httpx.AsyncClient(timeout=60.0, verify=tls) as client:
-            await stream(index, client)
+        # Own connections per stream, as each user has their own (one per server it calls).
+        connections = {t.address: SseConnection(t.address) for t in job.targets if not t.is_grpc}
+        try:
+            await stream(index, connections)
+        finally:
+            for connection in connections.values():
+                await connection.close()
 
-    async def stream(index: int, client: httpx.AsyncClient) -> None:
+    async def stream(index: int, connections: dict[str, SseConnection]) -> None:
         # Each stream takes the targets in rounds, each round in a fresh random order: with a
         # fixed order, a gateway that always follows another gateway found the shared library
         # code (libpython, numpy) still in cache and looked ~0.1 ms faster than its twin.
@@ -238,7 +244,8 @@ async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
                     request_id = f"{index}-{started['count']}"
                     ttft, tokens = await _grpc_stream(stub, target, job, request_id)
                 else:
-                    ttft, tokens = await _http_stream(client, target, job, result["overheads"])
+                    connection = connections[target.address]
+                    ttft, tokens = await _http_stream(connection, target, job, result["overheads"])
             except Exception as exc:
                 result["errors"] += 1
                 if len(result["error_sample"]) < 3:
