@@ -69,22 +69,25 @@ def materialize(name: str, target_dir: Path, **overrides: Any) -> Path:
         for e in data["experts"]
     )
     stride = 10
-    triton = free_block(servers * stride + 3)
+    replicas = int((data.get("gateway") or {}).get("replicas", 2))
+    # One block for Triton, the gateways and NGINX: blocks picked one by one could overlap
+    # (none is bound yet), and the planner rightly refuses two components on one port.
+    triton_ports = servers * stride + 3
+    triton = free_block(triton_ports + replicas * 3 + 2)
+    gateway = triton + triton_ports
+    nginx = gateway + replicas * 3
     data["triton"] = {
         "http_base_port": triton,
         "grpc_base_port": triton + 1,
         "metrics_base_port": triton + 2,
         "port_stride": stride,
     }
-    replicas = int((data.get("gateway") or {}).get("replicas", 2))
-    gateway = free_block(replicas * 3)
     data["gateway"] = {
         **(data.get("gateway") or {}),
         "http_base_port": gateway,
         "grpc_base_port": gateway + replicas,
         "admin_base_port": gateway + 2 * replicas,
     }
-    nginx = free_block(2)
     data["nginx"] = {**(data.get("nginx") or {}), "listen_port": nginx}
     data.update(overrides)
     target_dir.mkdir(parents=True, exist_ok=True)
