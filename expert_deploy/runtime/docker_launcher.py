@@ -238,7 +238,7 @@ class DockerLauncher:
         for container in found:
             slug = str(container.name).removeprefix(prefix)
             self.stop(
-                Handle(self.kind, container.id, self.workdir / "logs" / f"{slug}.log"),
+                Handle(self.kind, container.id, self._log_path(slug)),
                 grace_s=grace_s,
             )
         return len(found)
@@ -256,7 +256,10 @@ class DockerLauncher:
 
     def log_path(self, component: Component) -> Path:
         """Where the container's log is copied when it stops or fails."""
-        return self.workdir / "logs" / f"{component.slug}.log"
+        return self._log_path(component.slug)
+
+    def _log_path(self, slug: str) -> Path:
+        return self.workdir / "logs" / f"{slug}.log"
 
     def close(self) -> None:
         """Close the Docker client (a later call opens a new one)."""

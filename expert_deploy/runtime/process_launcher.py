@@ -165,8 +165,7 @@ class ProcessLauncher:
 
     def unrecorded(self, recorded: Collection[str]) -> int:
         """How many servers of this work dir run that no ``recorded`` ref names (for status)."""
-        running = proc.leaders_with_env(MARKER_ENV, self._marker(""), prefix=True)
-        return sum(1 for identity in running if identity.ref not in recorded)
+        return sum(1 for identity in self._spawned_here() if identity.ref not in recorded)
 
     def stop_unrecorded(self) -> int:
         """Stop every server this work dir spawned that is still running; return how many.
@@ -175,7 +174,7 @@ class ProcessLauncher:
         a CLI killed before it could record it. Only processes carrying this work dir's
         marker are touched, never anything another deployment or anyone else started.
         """
-        orphans = proc.leaders_with_env(MARKER_ENV, self._marker(""), prefix=True)
+        orphans = self._spawned_here()
         for orphan in orphans:
             proc.stop_group(orphan, grace_s=ORPHAN_GRACE_S)
         # Every server of this work dir is stopped now (recorded ones first), so whatever
@@ -187,6 +186,10 @@ class ProcessLauncher:
 
     def _marker(self, name: str) -> str:
         return f"{self.workdir}::{name}"
+
+    def _spawned_here(self) -> list[proc.ProcessIdentity]:
+        """Running servers that carry this work dir's marker, recorded in its state or not."""
+        return proc.leaders_with_env(MARKER_ENV, self._marker(""), prefix=True)
 
     def log_path(self, component: Component) -> Path:
         return self.logs_dir / f"{component.slug}.log"
