@@ -304,11 +304,15 @@ def busy_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
     return 100.0 * (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
+def _rank(size: int, q: float) -> int:
+    """Index of the order statistic that is the ``q`` percentile of ``size`` sorted values."""
+    return min(size - 1, int(q * size))
+
+
 def _percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+    return sorted(values)[_rank(len(values), q)]
 
 
 def added_intervals(
@@ -334,8 +338,8 @@ def added_intervals(
     intervals = []
     for q in quantiles:
         # The same order statistic as _percentile (not numpy's interpolating quantile).
-        index_a, index_b = min(a.size - 1, int(q * a.size)), min(b.size - 1, int(q * b.size))
-        low, high = np.quantile(sorted_a[:, index_a] - sorted_b[:, index_b], [0.025, 0.975])
+        diffs = sorted_a[:, _rank(a.size, q)] - sorted_b[:, _rank(b.size, q)]
+        low, high = np.quantile(diffs, [0.025, 0.975])
         intervals.append((float(low), float(high)))
     return intervals
 
@@ -622,9 +626,8 @@ def main() -> int:
         header = (
             f"{'level':>5} {'path':<11} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
             f" {'p50ms':>7} {'p99ms':>7} {'+p50':>6} {'+p50 95% CI':>13} {'+p99':>7}"
-            f" {'+p99 95% CI':>15}"
-            f" {'cpu ms/req':>10}"
-            f" {'tok/cpu-s':>9} {'rssMiB':>7} {'own50':>6} {'own99':>6} {'load%':>5}"
+            f" {'+p99 95% CI':>15} {'cpu ms/req':>10} {'tok/cpu-s':>9}"
+            f" {'rssMiB':>7} {'own50':>6} {'own99':>6} {'load%':>5}"
         )
         # The CPUs of Triton, its stub and the clients (all of them when nothing is pinned).
         load_cpus = os.sched_getaffinity(0)
@@ -692,9 +695,8 @@ def _print_row(
         f"{level:>5} {name:<11} {result['clients']:>2} {result['done']:>5}"
         f" {result['errors']:>4} {result['rate']:>7.1f} {result['p50_ms']:>7.2f}"
         f" {result['p99_ms']:>7.2f} {added50:>6} {interval:>13} {added99:>7} {interval99:>15}"
-        f" {cpu_req:>10}"
-        f" {tok_cpu:>9}"
-        f" {rss_text:>7} {_ms(result['own_p50_ms']):>6} {_ms(result['own_p99_ms']):>6}"
+        f" {cpu_req:>10} {tok_cpu:>9} {rss_text:>7}"
+        f" {_ms(result['own_p50_ms']):>6} {_ms(result['own_p99_ms']):>6}"
         f" {'-' if load is None else f'{load:.0f}':>5}",
         flush=True,
     )
