@@ -37,7 +37,9 @@ with its batch. Here the synthetic model's Python stub burns CPU that a GPU woul
 fixed 2 ms TPOT, 1,000 streams offer 500,000 tokens/s, and on a small machine the "added TTFT"
 then measures the queue. ``--token-rate 0`` keeps TPOT fixed. ``--pin-gateways CPUS`` runs the
 gateways and nginx on CPUS and everything else on the other CPUs, as a deployment gives the
-gateway its own cores.
+gateway its own cores. ``--gateway-idle poll`` (root) keeps those cores polling instead of
+halting while idle, as a host tuned for latency does (``scripts/cpu_idle.py``); the header says
+which idle policy the gateway CPUs had.
 
 ``--py-spy DIR`` samples the gateway with py-spy (``pip install py-spy``; needs ptrace) during
 each gateway path and prints the functions with the most own CPU samples. ``--gateway-src DIR``
@@ -83,6 +85,7 @@ from router_service.triton_codec import (  # noqa: E402
     build_infer_request,
     decode_stream_response,
 )
+from scripts.cpu_idle import CpuIdleError, describe_idle, polling_idle  # noqa: E402
 from scripts.sse_client import SseConnection  # noqa: E402
 from tests.support.gateway import Gateway, routing_table  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
@@ -495,13 +498,34 @@ def main() -> int:
         choices=("asyncio", "uvloop"),
         help="the --ref-src gateway's --loop option (default: --gateway-loop)",
     )
+    parser.add_argument(
+        "--gateway-idle",
+        choices=("default", "poll"),
+        default="default",
+        help="poll: the --pin-gateways CPUs idle only by polling during the run (root;"
+        " scripts/cpu_idle.py), as on a host tuned for latency",
+    )
     args = parser.parse_args()
     # Resolved before the chdir below, so relative folders mean what the caller meant.
     args.gateway_src = args.gateway_src and args.gateway_src.resolve()
     args.ref_src = args.ref_src and args.ref_src.resolve()
     if args.pin_gateways and not os.sched_getaffinity(0) - args.pin_gateways:
         parser.error("--pin-gateways must leave at least one CPU for Triton and the clients")
+    if args.gateway_idle == "poll" and not args.pin_gateways:
+        parser.error("--gateway-idle poll needs --pin-gateways (the CPUs to keep polling)")
+    try:
+        with (
+            polling_idle(args.pin_gateways)
+            if args.gateway_idle == "poll"
+            else contextlib.nullcontext()
+        ):
+            return run(args)
+    except CpuIdleError as exc:
+        parser.error(str(exc))
 
+
+def run(args: argparse.Namespace) -> int:
+    """Start Triton, the gateways and nginx, and print one row per level and path."""
     root = Path(tempfile.mkdtemp(prefix="bench_gateway_"))
     # `python -m router_service` puts the working directory first on sys.path: run the gateways
     # from an empty one, so PYTHONPATH alone says which checkout each gateway runs.
@@ -623,6 +647,7 @@ def main() -> int:
             f" cpus {os.cpu_count()}"
             + (f", gateways pinned to {sorted(args.pin_gateways)}" if args.pin_gateways else "")
         )
+        print(describe_idle(args.pin_gateways or set(range(os.cpu_count() or 1))))
         header = (
             f"{'level':>5} {'path':<11} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
             f" {'p50ms':>7} {'p99ms':>7} {'+p50':>6} {'+p50 95% CI':>13} {'+p99':>7}"
