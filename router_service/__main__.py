@@ -25,15 +25,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    from router_service.classifier.errors import ClassifierError
     from router_service.config import ConfigError, load_config
-    from router_service.server import serve
 
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if config.cpus:
+        # Before the imports below: numpy's BLAS pool and gRPC's threads start with the
+        # affinity of the thread that creates them.
+        problem = pin_to_cpus(config.cpus)
+        if problem is not None:
+            print(f"error: {args.config}: {problem}", file=sys.stderr)
+            return 2
+
+    from router_service.classifier.errors import ClassifierError
+    from router_service.server import serve
+
     logging.basicConfig(
         level=config.log_level.upper(), format="%(message)s", stream=sys.stderr, force=True
     )
@@ -58,6 +67,20 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
+
+
+def pin_to_cpus(cpus: tuple[int, ...]) -> str | None:
+    """Run this process (and the threads it starts later) on ``cpus``; a problem, or None."""
+    allowed = os.sched_getaffinity(0)
+    missing = sorted(set(cpus) - allowed)
+    if missing:
+        usable = ",".join(map(str, sorted(allowed)))
+        return (
+            f"cpus {','.join(map(str, missing))} are not available here (this process may use "
+            f"{usable}); set cpus (gateway.cpus in the inventory) to some of those"
+        )
+    os.sched_setaffinity(0, cpus)
+    return None
 
 
 if __name__ == "__main__":

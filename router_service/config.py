@@ -190,6 +190,15 @@ class GatewayConfig(_Frozen):
     auth: AuthConfig = AuthConfig()
     log_prompts: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    #: CPUs the replica runs on (every thread; set before the first one starts). Empty: where
+    #: the OS puts it. A gateway sharing cores with Triton and the clients waits for them.
+    cpus: tuple[int, ...] = ()
+
+    @model_validator(mode="after")
+    def _distinct_cpus(self) -> GatewayConfig:
+        if any(cpu < 0 for cpu in self.cpus) or len(set(self.cpus)) != len(self.cpus):
+            raise ValueError(f"cpus must be distinct CPU numbers ≥ 0, got {list(self.cpus)}")
+        return self
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:

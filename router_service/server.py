@@ -16,6 +16,7 @@ import gc
 import ipaddress
 import json
 import logging
+import os
 import signal
 import socket
 from collections.abc import Generator, Mapping
@@ -162,6 +163,7 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
         classifier_hash=classifier.content_hash,
         k=classifier.k,
         ready=dispatcher.is_ready(),
+        cpus=",".join(map(str, sorted(os.sched_getaffinity(0)))),
     )
     # What is loaded by now (classifier, apps, modules) lives as long as the process: take it out
     # of the cyclic GC's scans, so a full collection under load walks request objects only. At

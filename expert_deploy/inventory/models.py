@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -47,6 +48,31 @@ def _relative_to_inventory(value: Path, info: ValidationInfo) -> Path:
 
 
 InventoryPath = Annotated[Path, AfterValidator(_relative_to_inventory)]
+
+
+def _cpu_list(value: Any) -> Any:
+    """``"12-15"`` or ``"0,2-3"`` (taskset's and cpuset's syntax) → CPU numbers; lists pass."""
+    if not isinstance(value, str):
+        return value
+    cpus: list[int] = []
+    for part in value.replace(" ", "").split(","):
+        first, dash, last = part.partition("-")
+        if not first.isdigit() or (dash and not last.isdigit()) or int(last or first) < int(first):
+            raise ValueError("expected a CPU list like 12-15 or 0,2-3")
+        cpus.extend(range(int(first), int(last or first) + 1))
+    return tuple(cpus)
+
+
+def _distinct(cpus: tuple[int, ...]) -> tuple[int, ...]:
+    if len(set(cpus)) != len(cpus):
+        raise ValueError("a CPU is listed twice")
+    return cpus
+
+
+#: CPU numbers, written as a list or as ``"12-15"`` / ``"0,2-3"``.
+CpuList = Annotated[
+    tuple[Annotated[int, Field(ge=0)], ...], BeforeValidator(_cpu_list), AfterValidator(_distinct)
+]
 
 
 class _Frozen(BaseModel):
@@ -276,6 +302,9 @@ class GatewaySpec(_Frozen):
     grpc_base_port: Port = 9100
     admin_base_port: Port = 9200
     auth: AuthSpec = AuthSpec()
+    #: CPUs the replicas run on (all of them share the set), e.g. ``"12-15"``; unset: where
+    #: the OS puts them. Cores of their own keep a replica from queueing behind Triton.
+    cpus: CpuList = ()
 
 
 class NginxTlsSpec(_Frozen):

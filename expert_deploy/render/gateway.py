@@ -90,6 +90,7 @@ def gateway_config(
             api_keys_file=auth.api_keys_file,
             admin_token_env=auth.admin_token_env,
         ),
+        cpus=inventory.gateway.cpus,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 from pathlib import Path
@@ -170,3 +171,35 @@ def test_unreadable_router_is_a_one_line_error(
     last_line = str(failure.value).strip().splitlines()[-1]
     assert last_line.startswith(f"error: {empty}/router.json is missing; ")
     assert "Traceback" not in str(failure.value)
+
+
+def _allowed_cpus(pid: int) -> set[str]:
+    """Cpus_allowed_list of every thread of ``pid``."""
+    lists = set()
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for line in status.read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                lists.add(line.split(":", 1)[1].strip())
+    return lists
+
+
+def test_cpus_pin_every_thread_of_the_replica(fleet: Fleet, start_gateway: GatewayFactory) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    gateway = start_gateway(fleet.table(), cpus=[cpu])
+    assert gateway.process is not None
+    # The gRPC, BLAS and asyncio threads exist by now; each must have inherited the pinning.
+    assert _allowed_cpus(gateway.process.pid) == {str(cpu)}
+    started = [r for r in gateway.log_records() if r.get("event") == "started"]
+    assert started and started[0]["cpus"] == str(cpu)
+
+
+def test_cpus_this_host_lacks_are_a_one_line_error(
+    fleet: Fleet, start_gateway: GatewayFactory
+) -> None:
+    missing = max(os.sched_getaffinity(0)) + 1000
+    with pytest.raises(RuntimeError, match="gateway exited") as failure:
+        start_gateway(fleet.table(), cpus=[missing])
+    last_line = str(failure.value).strip().splitlines()[-1]
+    assert f": cpus {missing} are not available here (this process may use " in last_line
+    assert last_line.startswith("error: ")
+    assert last_line.endswith("set cpus (gateway.cpus in the inventory) to some of those")

@@ -112,3 +112,13 @@ def test_router_service_never_imports_expert_deploy() -> None:
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "expert_deploy"]
     assert offenders == []
+
+
+def test_cpus_must_be_distinct_and_not_negative(tmp_path: Path) -> None:
+    path = tmp_path / "gateway.yaml"
+    path.write_text(CONFIG + "cpus: [2, 3]\n")
+    assert load_config(path).cpus == (2, 3)
+    for bad in ("[1, 1]", "[-1]"):
+        path.write_text(CONFIG + f"cpus: {bad}\n")
+        with pytest.raises(ConfigError, match=r"cpus must be distinct CPU numbers ≥ 0"):
+            load_config(path)

@@ -146,3 +146,31 @@ def test_resolve_inventory_name(tmp_path: Path, inventories_dir: Path) -> None:
         resolve_inventory_path("dgy", inventories_dir)
     with pytest.raises(UsageError, match="not found"):
         resolve_inventory_path(str(tmp_path / "missing.yaml"), inventories_dir)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "expected"), [("12-15", (12, 13, 14, 15)), ("0, 2-3", (0, 2, 3)), ([5, 1], (5, 1))]
+)
+def test_gateway_cpus_take_a_cpu_list(
+    tmp_path: Path, engines_dir: Path, cpus: object, expected: tuple[int, ...]
+) -> None:
+    path = write(tmp_path, gpu_inventory(gateway={"cpus": cpus}))
+    assert load_inventory(path, engines_dir).inventory.gateway.cpus == expected
+
+
+@pytest.mark.parametrize(
+    ("cpus", "detail"),
+    [
+        ("12-", "expected a CPU list like 12-15 or 0,2-3 (got '12-')"),
+        ("7-3", "expected a CPU list like 12-15 or 0,2-3 (got '7-3')"),
+        ("1,1", "a CPU is listed twice (got '1,1')"),
+        ([-1], "greater than or equal to 0"),
+    ],
+)
+def test_bad_gateway_cpus_are_one_problem_at_their_line(
+    tmp_path: Path, engines_dir: Path, cpus: object, detail: str
+) -> None:
+    path = write(tmp_path, gpu_inventory(gateway={"cpus": cpus}))
+    problems = _problems(path, engines_dir)
+    assert len(problems) == 1 and f"{path}:" in problems[0]
+    assert "gateway.cpus" in problems[0] and detail in problems[0], problems[0]
