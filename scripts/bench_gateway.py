@@ -5,7 +5,8 @@ fitted k=3 router and a gateway with its gRPC front end, then, for each concurre
 closed-loop streams (``--max-requests`` or ``--max-seconds`` per level and path, whichever comes
 first) over these paths:
 
-* ``triton-grpc``: gRPC ModelStreamInfer straight to Triton (the baseline of ``gw-grpc``),
+* ``triton-grpc``: gRPC ModelStreamInfer straight to Triton (the baseline of ``gw-grpc``; each
+  stream keeps its call for its next request, as tritonclient's ``start_stream`` does),
 * ``triton-http``: Triton's own SSE endpoint, ``POST /v2/models/<m>/generate_stream``, with the
   same client as the HTTP paths (the baseline of ``gw-http`` and ``nginx-http``),
 * ``gw-http``: OpenAI SSE through the gateway (one keep-alive connection per stream and server,
@@ -127,8 +128,9 @@ class Job:
 
 
 async def _grpc_stream(
-    stub: service_pb2_grpc.GRPCInferenceServiceStub, target: Target, job: Job, request_id: str
+    call: grpc.aio.StreamStreamCall, target: Target, job: Job, request_id: str
 ) -> tuple[float, int]:
+    """One request on a kept ModelStreamInfer call; returns at its final response."""
     request = build_infer_request(
         model=target.model,
         request_id=request_id,
@@ -137,10 +139,12 @@ async def _grpc_stream(
         names=TensorNames(),
     )
     started = time.perf_counter()
-    call = stub.ModelStreamInfer()
     await call.write(request)
     ttft, tokens = -1.0, 0
-    async for message in call:
+    while True:
+        message = await call.read()
+        if message is grpc.aio.EOF:
+            raise RuntimeError("the server ended the stream before the final response")
         decoded = decode_stream_response(message, text_output="text_output")
         if decoded.error:
             raise RuntimeError(decoded.error)
@@ -149,10 +153,7 @@ async def _grpc_stream(
             if ttft < 0:
                 ttft = time.perf_counter() - started
         if decoded.is_final:
-            break
-    await call.done_writing()
-    call.cancel()
-    return ttft, tokens
+            return ttft, tokens
 
 
 def _openai_text(event: dict[str, Any]) -> str:
@@ -218,15 +219,25 @@ async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
     started = {"count": 0}
 
     async def loop(index: int) -> None:
-        # Own connections per stream, as each user has their own (one per server it calls).
+        # Own connections per stream, as each user has their own (one per server it calls);
+        # for gRPC, a ModelStreamInfer call kept for the user's next request, as tritonclient's
+        # start_stream keeps one (a new call per request cost the load side's gRPC clients
+        # so much that the 1,000-stream baseline measured their queue).
         connections = {t.address: SseConnection(t.address) for t in job.targets if not t.is_grpc}
+        calls: dict[str, grpc.aio.StreamStreamCall] = {}
         try:
-            await stream(index, connections)
+            await stream(index, connections, calls)
         finally:
             for connection in connections.values():
                 await connection.close()
+            for call in calls.values():
+                call.cancel()
 
-    async def stream(index: int, connections: dict[str, SseConnection]) -> None:
+    async def stream(
+        index: int,
+        connections: dict[str, SseConnection],
+        calls: dict[str, grpc.aio.StreamStreamCall],
+    ) -> None:
         # Each stream takes the targets in rounds, each round in a fresh random order: with a
         # fixed order, a gateway that always follows another gateway found the shared library
         # code (libpython, numpy) still in cache and looked ~0.1 ms faster than its twin.
@@ -243,9 +254,17 @@ async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
             result = results[target.name]
             try:
                 if target.is_grpc:
-                    stub = stubs[target.name][index % len(stubs[target.name])]
+                    call = calls.get(target.name)
+                    if call is None:
+                        stub = stubs[target.name][index % len(stubs[target.name])]
+                        call = calls[target.name] = stub.ModelStreamInfer()
                     request_id = f"{index}-{started['count']}"
-                    ttft, tokens = await _grpc_stream(stub, target, job, request_id)
+                    try:
+                        ttft, tokens = await _grpc_stream(call, target, job, request_id)
+                    except BaseException:
+                        del calls[target.name]  # the next request opens a new call
+                        call.cancel()
+                        raise
                 else:
                     connection = connections[target.address]
                     ttft, tokens = await _http_stream(connection, target, job, result["overheads"])
