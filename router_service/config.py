@@ -10,16 +10,18 @@ validate the gateway config it renders.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
     "AuthConfig",
     "ChatPromptConfig",
     "ClassifierConfig",
     "ConfigError",
+    "CpuNumber",
+    "CpuNumbers",
     "ExpertSpec",
     "GatewayConfig",
     "HealthConfig",
@@ -28,6 +30,7 @@ __all__ = [
     "TensorNames",
     "TimeoutsConfig",
     "UpstreamSpec",
+    "distinct_cpus",
     "load_config",
     "parse_routing_table",
     "validate_against_k",
@@ -36,6 +39,21 @@ __all__ = [
 
 class ConfigError(ValueError):
     """The gateway config (file or admin payload) is invalid; the message lists every problem."""
+
+
+#: A CPU number as the kernel counts them (sched_setaffinity, taskset).
+CpuNumber = Annotated[int, Field(ge=0)]
+
+
+def distinct_cpus(cpus: tuple[int, ...]) -> tuple[int, ...]:
+    """Validator: no CPU listed twice (the gateway's ``cpus``, the inventory's ``gateway.cpus``)."""
+    if len(set(cpus)) != len(cpus):
+        raise ValueError("a CPU is listed twice")
+    return cpus
+
+
+#: CPU numbers, each at most once.
+CpuNumbers = Annotated[tuple[CpuNumber, ...], AfterValidator(distinct_cpus)]
 
 
 class _Frozen(BaseModel):
@@ -192,13 +210,7 @@ class GatewayConfig(_Frozen):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: CPUs the replica runs on (every thread; set before the first one starts). Empty: where
     #: the OS puts it. A gateway sharing cores with Triton and the clients waits for them.
-    cpus: tuple[int, ...] = ()
-
-    @model_validator(mode="after")
-    def _distinct_cpus(self) -> GatewayConfig:
-        if any(cpu < 0 for cpu in self.cpus) or len(set(self.cpus)) != len(self.cpus):
-            raise ValueError(f"cpus must be distinct CPU numbers ≥ 0, got {list(self.cpus)}")
-        return self
+    cpus: CpuNumbers = ()
 
 
 def _format_validation_error(error: ValidationError, source: str) -> str:

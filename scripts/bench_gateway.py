@@ -77,6 +77,7 @@ import httpx  # noqa: E402
 import numpy as np  # noqa: E402
 from tritonclient.grpc import service_pb2_grpc  # noqa: E402
 
+from expert_deploy.inventory.models import parse_cpu_list  # noqa: E402
 from expert_deploy.render.environment import make_environment  # noqa: E402
 from expert_deploy.render.nginx import nginx_values, render_nginx  # noqa: E402
 from router_service.classifier.fit import fit_router  # noqa: E402
@@ -367,12 +368,8 @@ def added_intervals(
 
 
 def parse_cpus(text: str) -> set[int]:
-    """CPU list as taskset takes it: ``1``, ``12-15``, ``0,2-3``."""
-    cpus: set[int] = set()
-    for part in text.split(","):
-        first, _, last = part.partition("-")
-        cpus.update(range(int(first), int(last or first) + 1))
-    return cpus
+    """CPU list as taskset takes it: ``1``, ``12-15``, ``0,2-3`` (the inventory's syntax)."""
+    return set(parse_cpu_list(text))
 
 
 def pin_group(leader: int, cpus: set[int]) -> None:

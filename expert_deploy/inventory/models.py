@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from expert_deploy.inventory.toolchain import Quantization
+from router_service.config import CpuNumber, distinct_cpus
 
 EngineKind = Literal["tensorrt_llm", "transformers", "synthetic"]
 KvCacheDtype = Literal["auto", "fp16", "bf16", "fp8", "int8"]
@@ -50,12 +51,14 @@ def _relative_to_inventory(value: Path, info: ValidationInfo) -> Path:
 InventoryPath = Annotated[Path, AfterValidator(_relative_to_inventory)]
 
 
-def _cpu_list(value: Any) -> Any:
-    """``"12-15"`` or ``"0,2-3"`` (taskset's and cpuset's syntax) → CPU numbers; lists pass."""
-    if not isinstance(value, str):
-        return value
+def parse_cpu_list(text: str) -> tuple[int, ...]:
+    """``"12-15"`` or ``"0,2-3"`` (taskset's and cpuset's syntax) → CPU numbers.
+
+    Raises:
+        ValueError: not that syntax, or a range that runs backwards.
+    """
     cpus: list[int] = []
-    for part in value.replace(" ", "").split(","):
+    for part in text.replace(" ", "").split(","):
         first, dash, last = part.partition("-")
         if not first.isdigit() or (dash and not last.isdigit()) or int(last or first) < int(first):
             raise ValueError("expected a CPU list like 12-15 or 0,2-3")
@@ -63,15 +66,15 @@ def _cpu_list(value: Any) -> Any:
     return tuple(cpus)
 
 
-def _distinct(cpus: tuple[int, ...]) -> tuple[int, ...]:
-    if len(set(cpus)) != len(cpus):
-        raise ValueError("a CPU is listed twice")
-    return cpus
+def _cpu_list(value: Any) -> Any:
+    return parse_cpu_list(value) if isinstance(value, str) else value
 
 
-#: CPU numbers, written as a list or as ``"12-15"`` / ``"0,2-3"``.
+#: The gateway's CPU numbers, written as a list or as ``"12-15"`` / ``"0,2-3"``. Not
+#: ``Annotated[CpuNumbers, ...]``: the duplicate check must wrap the parsing, so that its error
+#: shows the value as the inventory wrote it.
 CpuList = Annotated[
-    tuple[Annotated[int, Field(ge=0)], ...], BeforeValidator(_cpu_list), AfterValidator(_distinct)
+    tuple[CpuNumber, ...], BeforeValidator(_cpu_list), AfterValidator(distinct_cpus)
 ]
 
 
