@@ -282,10 +282,11 @@ class DockerLauncher:
                 "run expert-deploy render first"
             )
         options = self.options
+        cpus: tuple[int, ...] = ()
         if component.kind == "triton":
             command, mounts = self._triton(component, profile)
         elif component.kind == "gateway":
-            command, mounts = self._gateway(component, profile)
+            command, mounts, cpus = self._gateway(component, profile)
         else:
             command, mounts = self._nginx(component, profile)
         environment = dict(profile.environment)
@@ -330,6 +331,11 @@ class DockerLauncher:
             "restart_policy": {"Name": options.restart_policy},
             "detach": True,
         }
+        if cpus:
+            # The replica pins itself to its config's cpus, which must lie inside the
+            # container's cpuset: giving the container exactly those CPUs keeps the two equal
+            # (and a narrower default cpuset from failing the pin at start-up).
+            kwargs["cpuset_cpus"] = ",".join(map(str, cpus))
         if component.kind == "triton":
             kwargs["shm_size"] = options.shm_size
             kwargs["ulimits"] = [
@@ -361,7 +367,7 @@ class DockerLauncher:
 
     def _gateway(
         self, component: Component, profile: ContainerProfile
-    ) -> tuple[list[str], list[Mount]]:
+    ) -> tuple[list[str], list[Mount], tuple[int, ...]]:
         from router_service.config import ConfigError, load_config
 
         config_path = component.config_path.resolve()
@@ -377,7 +383,7 @@ class DockerLauncher:
             keys = config.auth.api_keys_file.resolve()
             mounts.append(Mount(keys, str(keys)))
         command = [*profile.command, "-m", "router_service", "--config", str(config_path)]
-        return command, mounts
+        return command, mounts, config.cpus
 
     def _nginx(
         self, component: Component, profile: ContainerProfile

@@ -57,6 +57,7 @@ def _deploy(
     dockerd: Dockerd,
     *,
     profiles: dict[ComponentKind, ContainerProfile] | None = None,
+    gateway_cpus: list[int] | None = None,
 ) -> Deployment:
     settings = Settings(
         workdir=tmp_path / "work",
@@ -65,7 +66,12 @@ def _deploy(
         # The gateways require this key (local-synthetic's auth names the variable).
         environ={"EXPERT_DEPLOY_API_KEYS": API_KEY},
     )
-    loaded = load_inventory(materialize("local-synthetic", tmp_path), REPO / "engines")
+    inventory = materialize("local-synthetic", tmp_path)
+    if gateway_cpus is not None:
+        data = yaml.safe_load(inventory.read_text())
+        data["gateway"]["cpus"] = gateway_cpus
+        inventory.write_text(yaml.safe_dump(data, sort_keys=False))
+    loaded = load_inventory(inventory, REPO / "engines")
     plan = make_plan(loaded)
     prepared = prepare(settings, loaded, plan)
     stand_in, options, mounts = stand_in_setup(tmp_path)
@@ -80,9 +86,14 @@ def _deploy(
     return Deployment(settings, components, launcher)
 
 
+# The gateways of the whole-deployment test run on the last CPU of this machine, as an
+# inventory's gateway.cpus puts them on cores of their own.
+GATEWAY_CPU = max(os.sched_getaffinity(0))
+
+
 @pytest.fixture
 def deployment(tmp_path: Path, dockerd: Dockerd) -> Iterator[Deployment]:
-    deployed = _deploy(tmp_path, dockerd)
+    deployed = _deploy(tmp_path, dockerd, gateway_cpus=[GATEWAY_CPU])
     yield deployed
     client = dockerd.client()
     try:  # whatever a failed test left behind
@@ -285,7 +296,7 @@ def test_unrecorded_containers_of_this_work_dir_are_swept_and_no_others(
 
 
 def test_whole_deployment_in_containers_answers_through_nginx(
-    deployment: Deployment,
+    deployment: Deployment, dockerd: Dockerd
 ) -> None:
     launcher = deployment.launcher
     started = []
@@ -304,6 +315,24 @@ def test_whole_deployment_in_containers_answers_through_nginx(
         assert sorted(c.component for c in launcher.list_deployment()) == sorted(
             deployment.components
         )
+        # gateway.cpus became each gateway container's cpuset, and the replica (every thread)
+        # runs on it; Triton and NGINX keep docker's default cpuset.
+        client = dockerd.client()
+        for found in launcher.list_deployment():
+            attrs = client.containers.get(found.id).attrs
+            is_gateway = found.component.startswith("gateway/")
+            expected = str(GATEWAY_CPU) if is_gateway else ""
+            assert attrs["HostConfig"]["CpusetCpus"] == expected, found.component
+            if is_gateway:
+                tasks = Path(f"/proc/{attrs['State']['Pid']}/task")
+                allowed = {
+                    line.split(":", 1)[1].strip()
+                    for task in tasks.iterdir()
+                    for line in (task / "status").read_text().splitlines()
+                    if line.startswith("Cpus_allowed_list:")
+                }
+                assert allowed == {str(GATEWAY_CPU)}, found.component
+        client.close()
     finally:
         for handle in reversed(started):
             launcher.stop(handle, grace_s=5)

@@ -138,6 +138,26 @@ def test_tensorrt_llm_expert_gets_its_gpu_shm_ulimits_health_restart_and_readonl
     assert kwargs["environment"] == {}
 
 
+def test_gateway_container_gets_exactly_the_gateway_cpus_as_its_cpuset(tmp_path: Path) -> None:
+    # dgx.yaml puts the replicas on cores 96-111; the replica pins itself there too, so the
+    # container's cpuset must hold those cores (and only those: Triton keeps the others).
+    settings, components = _components("dgx", tmp_path / "work")
+    backend = tmp_path / "tensorrtllm_backend"
+    backend.mkdir()
+    launcher = DockerLauncher(
+        settings,
+        deployment="dgx",
+        profiles=PROFILES,
+        options=DockerOptions(tensorrtllm_backend_dir=backend),
+    )
+    gateway = launcher.create_kwargs(components["gateway/0"])
+    assert gateway["cpuset_cpus"] == ",".join(str(cpu) for cpu in range(96, 112))
+    config = yaml.safe_load(components["gateway/0"].config_path.read_text())
+    assert config["cpus"] == list(range(96, 112))
+    triton = launcher.create_kwargs(components["triton/expert-0-0"])
+    assert "cpuset_cpus" not in triton
+
+
 def test_tensorrt_llm_repository_without_the_backend_checkout_is_a_clear_error(
     tmp_path: Path,
 ) -> None:
@@ -208,6 +228,7 @@ def test_cpu_expert_gateway_and_nginx_specs(tmp_path: Path) -> None:
     ]
     assert "shm_size" not in gateway and "ulimits" not in gateway
     assert "expert-deploy.expert" not in gateway["labels"]
+    assert "cpuset_cpus" not in gateway  # no gateway.cpus: docker's default cpuset
 
     nginx_component = components["nginx"]
     nginx = launcher.create_kwargs(nginx_component)
