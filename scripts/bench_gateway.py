@@ -13,7 +13,10 @@ first) over these paths:
   ``scripts/sse_client.py``: httpx was the bottleneck of the load side at 1,000 streams),
 * ``gw-grpc``: gRPC ModelStreamInfer through the gateway's KServe v2 front end,
 * ``nginx-http``: OpenAI SSE through NGINX in front of two gateway replicas (if nginx exists),
-  with the nginx.conf that ``expert-deploy up`` renders.
+  with the nginx.conf that ``expert-deploy up`` renders,
+* ``relay-http``: Triton's SSE endpoint through a bare TCP relay (``scripts/tcp_relay.py``, the
+  gateways' event loop, their CPUs): the floor of one proxy hop on this machine, so the gateway
+  rows can be read as that floor plus the gateway's own work.
 
 Each gateway path is compared with the direct path of the same protocol and client, so the
 added TTFT is the gateway's, not the difference between the HTTP and grpc.aio clients. The two
@@ -62,6 +65,7 @@ import multiprocessing
 import os
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -99,7 +103,12 @@ STREAMS_PER_CHANNEL = 100
 # Above this share of busy time on the load side's CPUs, a group's TTFTs measure its queue.
 SATURATED_PERCENT = 90.0
 # Each gateway path against the direct path with the same protocol and client.
-BASELINE = {"gw-grpc": "triton-grpc", "gw-http": "triton-http", "nginx-http": "triton-http"}
+BASELINE = {
+    "gw-grpc": "triton-grpc",
+    "gw-http": "triton-http",
+    "nginx-http": "triton-http",
+    "relay-http": "triton-http",
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +122,11 @@ class Target:
     @property
     def is_grpc(self) -> bool:
         return self.name.endswith("grpc")
+
+    @property
+    def is_triton_http(self) -> bool:
+        """Speaks Triton's generate_stream: Triton itself, or the relay in front of it."""
+        return self.name in ("triton-http", "relay-http")
 
 
 @dataclass(frozen=True)
@@ -169,7 +183,7 @@ def _triton_text(event: dict[str, Any]) -> str:
 async def _http_stream(
     connection: SseConnection, target: Target, job: Job, overheads: list[float]
 ) -> tuple[float, int]:
-    if target.name == "triton-http":
+    if target.is_triton_http:
         path = f"/v2/models/{target.model}/generate_stream"
         body: dict[str, Any] = {"text_input": job.prompt, "max_tokens": job.tokens, "stream": True}
         text_of = _triton_text
@@ -556,6 +570,8 @@ def run(args: argparse.Namespace) -> int:
         )
         triton = TritonServer(repository=repository, workdir=root / "triton").start()
         started.append(triton)
+        relay = _start_relay(root, triton.http_port, args.pin_gateways)
+        started.append(relay.process)
         router_dir = root / "router"
         corpus = [
             " ".join(words.split()[(i % 5) :] + words.split()[: (i % 5)])
@@ -629,7 +645,8 @@ def run(args: argparse.Namespace) -> int:
             ),
         }
         grpc_address = f"127.0.0.1:{gw.config['grpc_port']}"
-        paths: list[tuple[Target, list[Gateway]]] = [
+        paths: list[tuple[Target, list[Gateway | Helper]]] = [
+            (Target("relay-http", relay.url, "ensemble"), [relay]),
             (Target("gw-http", gw.base_url, "expert-router"), [gw]),
             (Target("gw-grpc", grpc_address, "expert-router"), [gw]),
         ]
@@ -779,6 +796,29 @@ def _print_py_spy(process: Any, out: Path, top: int = 18) -> None:
     print(f"      py-spy: {total} busy samples; top own-time frames:")
     for frame, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
         print(f"      {100 * count / max(1, total):5.1f}%  {frame[:110]}")
+
+
+@dataclass(frozen=True)
+class Helper:
+    """A helper process measured like a gateway (CPU, RSS): the relay."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+
+
+def _start_relay(root: Path, upstream_port: int, pin: set[int] | None) -> Helper:
+    """Start scripts/tcp_relay.py in front of Triton's HTTP port, on the gateways' CPUs."""
+    port = free_port()
+    argv = [sys.executable, str(REPO_ROOT / "scripts" / "tcp_relay.py"), "--listen", str(port)]
+    argv += ["--upstream", f"127.0.0.1:{upstream_port}"]
+    process = start_group(argv, env=dict(os.environ), log_path=root / "relay.log")
+    relay = Helper(process, f"http://127.0.0.1:{port}")
+    if not wait_until(lambda: _http_ok(relay.url + "/v2/health/ready"), timeout_s=10):
+        stop_group(process)
+        raise RuntimeError(f"the relay did not start; see {root / 'relay.log'}")
+    if pin:
+        pin_group(process.pid, pin)
+    return relay
 
 
 def _http_ok(url: str) -> bool:

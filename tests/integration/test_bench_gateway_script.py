@@ -28,7 +28,7 @@ def test_every_path_runs_every_level_without_errors() -> None:
     argv = [sys.executable, str(SCRIPT), "--levels", "1", "4", "--max-requests", "6"]
     # 500 tokens/s: at 4 streams the synthetic TPOT rises from 2 to 8 ms (a prompt directive).
     argv += ["--max-seconds", "20", "--token-rate", "500", "--clients", "1"]
-    paths = {"triton-http", "gw-http", "triton-grpc", "gw-grpc"}
+    paths = {"triton-http", "gw-http", "triton-grpc", "gw-grpc", "relay-http"}
     if shutil.which("nginx"):
         paths.add("nginx-http")
     else:
