@@ -37,8 +37,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 def error_response(error: GatewayError) -> JSONResponse:
     """The JSON error response for ``error``, in the public port's shape."""
-    headers = {} if error.retry_after_s is None else {"retry-after": str(error.retry_after_s)}
-    return JSONResponse(error.to_body(), status_code=error.http_status, headers=headers)
+    return JSONResponse(
+        error.to_body(), status_code=error.http_status, headers=dict(error.headers())
+    )
 
 
 def build_admin_app(dispatcher: Dispatcher, secrets: Secrets) -> Starlette:

@@ -55,6 +55,10 @@ class GatewayError(Exception):
         self.code = code
         self.retry_after_s = retry_after_s
 
+    def headers(self) -> list[tuple[str, str]]:
+        """Response headers that go with the error: ``retry-after`` when it is set."""
+        return [] if self.retry_after_s is None else [("retry-after", str(self.retry_after_s))]
+
     def to_body(self) -> dict[str, object]:
         """The OpenAI-style error object ``{"error": {...}}``."""
         return {

@@ -127,8 +127,7 @@ def json_response(
 
 def error_response(error: GatewayError) -> HttpResponse:
     """The OpenAI-style JSON error response for ``error`` (with Retry-After when set)."""
-    headers = [] if error.retry_after_s is None else [("retry-after", str(error.retry_after_s))]
-    return json_response(error.to_body(), error.http_status, headers)
+    return json_response(error.to_body(), error.http_status, error.headers())
 
 
 def _head(

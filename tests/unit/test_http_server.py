@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from router_service.http_server import HttpRequest, HttpResponse, HttpServer, StreamResponse
+from router_service.errors import NotFoundError, OverloadedError
+from router_service.http_server import (
+    HttpRequest,
+    HttpResponse,
+    HttpServer,
+    StreamResponse,
+    error_response,
+)
 
 Reader = asyncio.StreamReader
 Writer = asyncio.StreamWriter
@@ -438,3 +445,12 @@ def test_shutdown_cancels_a_stream_past_the_deadline() -> None:
     rest = _serve(stream, scenario)
     assert not rest.endswith(b"0\r\n\r\n")  # cut off: no last chunk
     assert closed == ["generator"]
+
+
+def test_error_response_has_the_status_the_openai_body_and_retry_after_only_when_set() -> None:
+    busy = error_response(OverloadedError("full", code="overloaded", retry_after_s=2))
+    assert busy.status == 429
+    assert list(busy.headers) == [("retry-after", "2")]
+    assert json.loads(busy.body)["error"]["code"] == "overloaded"
+    missing = error_response(NotFoundError("no such model", code="model_not_found"))
+    assert (missing.status, list(missing.headers)) == (404, [])
