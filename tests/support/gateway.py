@@ -78,7 +78,9 @@ class Gateway:
         """Write the config, start the process, wait for ``/readyz`` (or ``/healthz``)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if "http_port" not in self.config:
-            self.config["http_port"], self.config["admin_port"] = free_ports(2)
+            # A gRPC port the caller picked is not bound yet: the kernel may offer it again.
+            picked = [self.config["grpc_port"]] if self.config.get("grpc_port") else []
+            self.config["http_port"], self.config["admin_port"] = free_ports(2, exclude=picked)
         config_path = self.workdir / "gateway.yaml"
         config_path.write_text(yaml.safe_dump(self.config))
         env = {k: v for k, v in os.environ.items() if not k.startswith("EXPERT_ROUTER_")}

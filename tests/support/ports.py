@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Collection
 
 
 def free_port() -> int:
@@ -15,13 +16,19 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def free_ports(count: int) -> list[int]:
-    """Return ``count`` distinct free ports, all held open together while picking."""
-    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+def free_ports(count: int, *, exclude: Collection[int] = ()) -> list[int]:
+    """Return ``count`` distinct free ports, all held open together while picking.
+
+    ``exclude``: ports picked earlier and not bound yet, which the kernel may hand out again.
+    """
+    sockets = [
+        socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count + len(exclude))
+    ]
     try:
         for sock in sockets:
             sock.bind(("127.0.0.1", 0))
-        return [int(sock.getsockname()[1]) for sock in sockets]
+        ports = [int(sock.getsockname()[1]) for sock in sockets]
+        return [port for port in ports if port not in exclude][:count]
     finally:
         for sock in sockets:
             sock.close()
