@@ -15,6 +15,7 @@ from router_service.classifier.fit import fit_router
 from tests.integration.conftest import Fleet, GatewayFactory, Router, _corpus
 from tests.support.gateway import routing_table
 from tests.support.ports import free_ports
+from tests.support.processes import thread_cpu_lists
 
 pytestmark = pytest.mark.integration
 
@@ -173,22 +174,12 @@ def test_unreadable_router_is_a_one_line_error(
     assert "Traceback" not in str(failure.value)
 
 
-def _allowed_cpus(pid: int) -> set[str]:
-    """Cpus_allowed_list of every thread of ``pid``."""
-    lists = set()
-    for status in Path(f"/proc/{pid}/task").glob("*/status"):
-        for line in status.read_text().splitlines():
-            if line.startswith("Cpus_allowed_list:"):
-                lists.add(line.split(":", 1)[1].strip())
-    return lists
-
-
 def test_cpus_pin_every_thread_of_the_replica(fleet: Fleet, start_gateway: GatewayFactory) -> None:
     cpu = max(os.sched_getaffinity(0))
     gateway = start_gateway(fleet.table(), cpus=[cpu])
     assert gateway.process is not None
     # The gRPC, BLAS and asyncio threads exist by now; each must have inherited the pinning.
-    assert _allowed_cpus(gateway.process.pid) == {str(cpu)}
+    assert thread_cpu_lists(gateway.process.pid) == {str(cpu)}
     started = [r for r in gateway.log_records() if r.get("event") == "started"]
     assert started and started[0]["cpus"] == str(cpu)
 

@@ -36,6 +36,7 @@ from expert_deploy.settings import Settings
 from tests.dockerd import STAND_IN_TAG, Dockerd
 from tests.support.docker_stand_in import MEMLOCK, WGET, stand_in_setup
 from tests.support.inventories import materialize
+from tests.support.processes import thread_cpu_lists
 
 pytestmark = pytest.mark.integration
 
@@ -324,13 +325,7 @@ def test_whole_deployment_in_containers_answers_through_nginx(
             expected = str(GATEWAY_CPU) if is_gateway else ""
             assert attrs["HostConfig"]["CpusetCpus"] == expected, found.component
             if is_gateway:
-                tasks = Path(f"/proc/{attrs['State']['Pid']}/task")
-                allowed = {
-                    line.split(":", 1)[1].strip()
-                    for task in tasks.iterdir()
-                    for line in (task / "status").read_text().splitlines()
-                    if line.startswith("Cpus_allowed_list:")
-                }
+                allowed = thread_cpu_lists(attrs["State"]["Pid"])
                 assert allowed == {str(GATEWAY_CPU)}, found.component
         client.close()
     finally:

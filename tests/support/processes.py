@@ -58,3 +58,13 @@ def wait_until(
         if time.monotonic() >= deadline:
             return False
         time.sleep(interval_s)
+
+
+def thread_cpu_lists(pid: int) -> set[str]:
+    """The ``Cpus_allowed_list`` of every thread of process ``pid`` (one entry if all agree)."""
+    lists = set()
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for line in status.read_text().splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                lists.add(line.split(":", 1)[1].strip())
+    return lists
