@@ -1,10 +1,11 @@
 """Keep some CPUs out of idle states deeper than polling for the length of a benchmark run.
 
-An idle CPU halts, and waking it costs time: on the 2-vCPU VM where the gateway bench runs
-(cpuidle driver ``haltpoll`` with ``guest_halt_poll_ns`` 0), a gateway pinned to its own vCPU
-paid a halted-vCPU wake-up twice per request (the request arriving, then Triton's first token)
-and ran on cold caches. Kept polling, its added TTFT p50 went from 1.23–1.48 to 0.83–1.00 ms
-and its CPU per request from 5.4–6.9 to 3.1–4.4 ms. Hosts tuned for latency do the same for
+An idle CPU halts. On the 2-vCPU VM where the gateway bench runs (cpuidle driver ``haltpoll``
+with ``guest_halt_poll_ns`` 0) the wake-up itself is cheap (a bare TCP relay on the gateway's
+vCPU adds 0.2 ms), but code that runs after the vCPU halted for 0.5-2 ms runs 5-15x slower
+than hot, and a gateway waiting for Triton's first token is idle that long on every request.
+Kept polling, its added TTFT p50 went from 1.23–1.48 to 0.83–1.00 ms and its CPU per request
+from 5.4–6.9 to 3.1–4.4 ms. Hosts tuned for latency do the same for
 their network-facing cores (tuned's ``latency-performance`` profile, ``cpupower idle-set``).
 
 The knob is the per-CPU PM QoS resume-latency limit,
