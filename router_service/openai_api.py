@@ -287,42 +287,34 @@ class ChunkEncoder:
     """Encodes the token events of one stream: the same bytes as :func:`chunk_event`, faster.
 
     Everything in a token event except the text is fixed for the stream (id, created, model,
-    object), so the JSON around the text is rendered once, from :func:`chunk_event` itself, and
-    each token costs one string escape and a concatenation instead of building and encoding a
-    dict. The end, usage and error events are rare and still go through :func:`chunk_event`.
+    object), so the JSON around the text is laid out once per stream and each token costs one
+    string escape and a concatenation instead of building and encoding a dict. The layout is
+    written out here, not derived by encoding a sample event: the encoder is built after the
+    first token arrived, and after the 7 ms a replica idles waiting for it (cold caches) that
+    derivation took 76 µs against 15 µs for this layout. A unit test holds the bytes equal to
+    :func:`chunk_event`'s. The end, usage and error events are rare and still go through
+    :func:`chunk_event`.
     """
 
-    _MARK = "\x00expert-router-text\x00"
-
     def __init__(self, *, kind: str, response_id: str, created: int, model: str) -> None:
-        self._kind = kind
-        self._response_id = response_id
-        self._created = created
-        self._model = model
-        self._first = self._template(is_first=True)
-        # Rendered at the second token: only the first one is on the time-to-first-token path.
-        self._next: tuple[bytes, bytes] | None = None
-
-    def _template(self, *, is_first: bool) -> tuple[bytes, bytes]:
-        rendered = chunk_event(
-            kind=self._kind,
-            response_id=self._response_id,
-            created=self._created,
-            model=self._model,
-            text=self._MARK,
-            is_first=is_first,
+        is_completion = kind == "completion"
+        obj = "text_completion" if is_completion else "chat.completion.chunk"
+        choice = (
+            f'data: {{"id":{encode_basestring_ascii(response_id)},"object":"{obj}",'
+            f'"created":{created},"model":{encode_basestring_ascii(model)},'
+            '"choices":[{"index":0,'
         )
-        head, _, tail = rendered.partition(encode_basestring_ascii(self._MARK).encode())
-        return head, tail
+        end = ',"logprobs":null,"finish_reason":null}]}\n\n'
+        if is_completion:
+            self._first = self._next = (f'{choice}"text":'.encode(), end.encode())
+        else:
+            close = ("}" + end).encode()
+            self._first = (f'{choice}"delta":{{"role":"assistant","content":'.encode(), close)
+            self._next = (f'{choice}"delta":{{"content":'.encode(), close)
 
     def token(self, text: str, *, is_first: bool) -> bytes:
         """The ``data:`` event carrying ``text``."""
-        if is_first:
-            head, tail = self._first
-        else:
-            if self._next is None:
-                self._next = self._template(is_first=False)
-            head, tail = self._next
+        head, tail = self._first if is_first else self._next
         return head + encode_basestring_ascii(text).encode() + tail
 
 
