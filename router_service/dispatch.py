@@ -49,7 +49,6 @@ from pathlib import Path
 from typing import Protocol
 
 import grpc
-from tritonclient.grpc import service_pb2
 
 from router_service.config import GatewayConfig, RoutingTableSpec, UpstreamSpec, validate_against_k
 from router_service.errors import (
@@ -68,7 +67,7 @@ from router_service.routing_table import (
     candidate_experts,
     pick_least_loaded,
 )
-from router_service.triton_codec import SamplingParams, build_infer_request, decode_stream_response
+from router_service.triton_codec import SamplingParams, decode_stream_response, encode_infer_request
 from router_service.upstream import Upstream, UpstreamKey, send_request
 
 LOGGER = logging.getLogger("router_service")
@@ -294,7 +293,7 @@ class Dispatcher:
         timeouts = self.config.timeouts
         await upstream.acquire(queue_wait_s=timeouts.queue_wait_s)
         upstream.breaker.on_attempt(time.monotonic())
-        infer_request = build_infer_request(
+        infer_request = encode_infer_request(
             model=upstream.spec.model,
             request_id=request.request_id,
             prompt=request.prompt,
@@ -538,7 +537,7 @@ class Dispatcher:
 
 
 async def _first_message(
-    upstream: Upstream, request: service_pb2.ModelInferRequest, timeout_s: float
+    upstream: Upstream, request: bytes, timeout_s: float
 ) -> tuple[grpc.aio.StreamStreamCall, object]:
     """Send ``request`` on a kept or new call and read the first message (or ``grpc.aio.EOF``).
 

@@ -31,6 +31,8 @@ __all__ = ["ProbeResult", "Upstream", "UpstreamKey", "send_request"]
 
 UpstreamKey = tuple[str, str]  # (host:port, model)
 
+_MODEL_STREAM_INFER = "/inference.GRPCInferenceService/ModelStreamInfer"
+
 _CHANNEL_OPTIONS: list[tuple[str, int]] = [
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -76,7 +78,17 @@ class Upstream:
             for _ in range(limits.channels_per_upstream)
         ]
         self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
-        self._next_stub = itertools.cycle(self._stubs)
+        # Requests arrive serialized (triton_codec.encode_infer_request): no request serializer.
+        self._next_stream_method = itertools.cycle(
+            [
+                c.stream_stream(
+                    _MODEL_STREAM_INFER,
+                    response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+                    _registered_method=True,
+                )
+                for c in self._channels
+            ]
+        )
         self.max_idle_streams = limits.idle_streams_per_upstream
         self._idle_streams: list[grpc.aio.StreamStreamCall] = []
         self._is_closed = False
@@ -170,7 +182,7 @@ class Upstream:
 
     def open_stream(self) -> grpc.aio.StreamStreamCall:
         """Start a new ModelStreamInfer call on the next pooled channel."""
-        return next(self._next_stub).ModelStreamInfer()
+        return next(self._next_stream_method)()
 
     def keep_stream(self, call: grpc.aio.StreamStreamCall) -> None:
         """Keep ``call`` for a later request; only after its request's final response was read."""
@@ -238,9 +250,10 @@ class Upstream:
 
 
 async def send_request(
-    call: grpc.aio.StreamStreamCall, request: service_pb2.ModelInferRequest, *, half_close: bool
+    call: grpc.aio.StreamStreamCall, request: bytes, *, half_close: bool
 ) -> None:
-    """Write one request on ``call`` in the caller's task; half-close when it will not be kept.
+    """Write one serialized request on ``call`` in the caller's task; half-close when it will
+    not be kept.
 
     Handing grpc.aio a request iterator instead costs a consumer task (and a loop hop) per
     request, the largest avoidable item in the gateway's per-request profile.

@@ -13,7 +13,12 @@ from router_service.auth import require_admin_token, require_api_key
 from router_service.config import AuthConfig, ConfigError, TensorNames, load_config
 from router_service.errors import AuthenticationError
 from router_service.settings import load_secrets
-from router_service.triton_codec import SamplingParams, build_infer_request, decode_stream_response
+from router_service.triton_codec import (
+    SamplingParams,
+    build_infer_request,
+    decode_stream_response,
+    encode_infer_request,
+)
 
 CONFIG = """
 http_port: 9100
@@ -85,6 +90,33 @@ def test_infer_request_uses_configured_tensor_names() -> None:
     assert inputs["stop_words"][1] == [1, 2]
     assert "top_p" not in inputs
     assert request.parameters["triton_enable_empty_final_response"].bool_param
+
+
+def test_encoded_requests_share_their_fixed_part_and_keep_their_own_id_and_prompt() -> None:
+    params = SamplingParams(max_tokens=3, top_k=2)
+    encoded = {
+        rid: encode_infer_request(
+            model="ensemble", request_id=rid, prompt=prompt, params=params, names=TensorNames()
+        )
+        for rid, prompt in (("r1", "first prompt"), ("r2", "a second, longer prompt"))
+    }
+
+    for rid, prompt in (("r1", "first prompt"), ("r2", "a second, longer prompt")):
+        request = service_pb2.ModelInferRequest.FromString(encoded[rid])
+        names = [t.name for t in request.inputs]
+        assert sorted(names) == ["max_tokens", "stream", "text_input", "top_k"]  # none twice
+        raw = dict(zip(names, request.raw_input_contents, strict=True))
+        assert raw["text_input"] == struct.pack("<I", len(prompt)) + prompt.encode()
+        assert raw["top_k"] == struct.pack("<i", 2)
+        assert (request.id, request.model_name) == (rid, "ensemble")
+    fixed_parts = set()
+    for rid, prompt in (("r1", "first prompt"), ("r2", "a second, longer prompt")):
+        own = service_pb2.ModelInferRequest(
+            id=rid, raw_input_contents=[struct.pack("<I", len(prompt)) + prompt.encode()]
+        ).SerializeToString()
+        assert encoded[rid].endswith(own)
+        fixed_parts.add(encoded[rid][: -len(own)])
+    assert len(fixed_parts) == 1
 
 
 def test_decode_stream_response_text_final_and_error() -> None:
