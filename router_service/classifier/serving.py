@@ -138,8 +138,9 @@ class Classifier:
             # Without it, a repeated term may be gathered once per occurrence (its rows sum to
             # count × idf × row), which saves counting: fewer calls, and each call is costly
             # when the gateway was idle (cold caches).
-            keys = np.array(columns, dtype=np.intp)
-            return self._predict_l2(self._idf[keys] @ self._projection[keys])
+            # take() with the list: fancy indexing would first convert it to an index array.
+            weights = self._idf.take(columns)
+            return self._predict_l2(weights @ self._projection.take(columns, axis=0))
         counts = Counter(columns)
         n_terms = len(counts)
         unique = np.fromiter(counts.keys(), dtype=np.intp, count=n_terms)
@@ -205,9 +206,9 @@ class Classifier:
         dots = (self._centroids @ v).tolist()
         norms = self._centroid_sq_norm_list
         scores = [c - 2.0 * (d / norm) for c, d in zip(norms, dots, strict=True)]
-        cluster = min(range(len(scores)), key=scores.__getitem__)  # first minimum on ties
+        cluster = scores.index(min(scores))  # the first minimum on ties
         z_squared = squared / (norm * norm)
-        return Prediction(cluster, tuple(max(s + z_squared, 0.0) for s in scores), False)
+        return Prediction(cluster, tuple([max(s + z_squared, 0.0) for s in scores]), False)
 
     def _predict_vector(self, z: FloatArray, *, is_empty: bool) -> Prediction:
         if self._is_standard:
