@@ -179,6 +179,7 @@ class _Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None  # keep-alive idle, or request timeout
         self._is_response_started = False
         # The request being parsed.
+        self._is_in_message = False
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
@@ -202,6 +203,11 @@ class _Connection(asyncio.Protocol):
             return
         try:
             self._parser.feed_data(data)
+            if self._is_in_message and self._timer is None:
+                # A client that stops halfway through its request must not hold the connection
+                # forever. Armed only here: a request that came whole in one read (the usual
+                # case) never pays for a timer.
+                self._arm_timer(self._server.request_timeout_s, self._request_timed_out)
         except httptools.HttpParserUpgrade:
             # The request is complete (on_message_complete ran); the bytes after it belong to
             # a protocol this server does not speak: answer it, then close.
@@ -227,8 +233,8 @@ class _Connection(asyncio.Protocol):
     # -- httptools callbacks ----------------------------------------------------------------
 
     def on_message_begin(self) -> None:
-        # A client that stops halfway through its request must not hold the connection forever.
-        self._arm_timer(self._server.request_timeout_s, self._request_timed_out)
+        self._cancel_timer()  # the keep-alive idle timer
+        self._is_in_message = True
         self._url = b""
         self._headers = {}
         self._body = []
@@ -258,6 +264,7 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
+        self._is_in_message = False
         self._cancel_timer()
         if self._is_rejected:
             return
