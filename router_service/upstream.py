@@ -77,7 +77,8 @@ class Upstream:
             grpc.aio.insecure_channel(spec.address, options=_CHANNEL_OPTIONS)
             for _ in range(limits.channels_per_upstream)
         ]
-        self._stubs = [service_pb2_grpc.GRPCInferenceServiceStub(c) for c in self._channels]
+        # Probes are a few calls per interval: the first channel carries them all.
+        self._probe_stub = service_pb2_grpc.GRPCInferenceServiceStub(self._channels[0])
         # Requests arrive serialized (triton_codec.encode_infer_request): no request serializer.
         self._next_stream_method = itertools.cycle(
             [
@@ -205,7 +206,7 @@ class Upstream:
         ``tensorrt_llm`` step has ``decoupled_mode: true``). The config is read on every probe,
         not once, so a model reloaded with a fixed config is picked up without a gateway restart.
         """
-        stub = self._stubs[0]
+        stub = self._probe_stub
         model = self.spec.model
         try:
             server = await stub.ServerReady(service_pb2.ServerReadyRequest(), timeout=timeout_s)
