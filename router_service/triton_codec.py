@@ -53,6 +53,15 @@ def _bytes_element(value: bytes) -> bytes:
     return _LENGTH.pack(len(value)) + value
 
 
+def _declare_input(
+    request: service_pb2.ModelInferRequest, name: str, datatype: str, shape: tuple[int, ...]
+) -> None:
+    tensor = request.inputs.add()
+    tensor.name = name
+    tensor.datatype = datatype
+    tensor.shape.extend(shape)
+
+
 def _add_input(
     request: service_pb2.ModelInferRequest,
     name: str,
@@ -60,10 +69,7 @@ def _add_input(
     shape: tuple[int, ...],
     raw: bytes,
 ) -> None:
-    tensor = request.inputs.add()
-    tensor.name = name
-    tensor.datatype = datatype
-    tensor.shape.extend(shape)
+    _declare_input(request, name, datatype, shape)
     request.raw_input_contents.append(raw)
 
 
@@ -130,10 +136,7 @@ def _shared_part(model: str, params: SamplingParams, names: TensorNames) -> byte
     if params.stop:
         raw = b"".join(_bytes_element(word.encode("utf-8")) for word in params.stop)
         _add_input(request, names.stop_words, "BYTES", (1, len(params.stop)), raw)
-    prompt = request.inputs.add()
-    prompt.name = names.text_input
-    prompt.datatype = "BYTES"
-    prompt.shape.extend(one)
+    _declare_input(request, names.text_input, "BYTES", one)
     shared: bytes = request.SerializeToString()
     return shared
 

@@ -94,14 +94,15 @@ def test_infer_request_uses_configured_tensor_names() -> None:
 
 def test_encoded_requests_share_their_fixed_part_and_keep_their_own_id_and_prompt() -> None:
     params = SamplingParams(max_tokens=3, top_k=2)
+    prompts = {"r1": "first prompt", "r2": "a second, longer prompt"}
     encoded = {
         rid: encode_infer_request(
             model="ensemble", request_id=rid, prompt=prompt, params=params, names=TensorNames()
         )
-        for rid, prompt in (("r1", "first prompt"), ("r2", "a second, longer prompt"))
+        for rid, prompt in prompts.items()
     }
 
-    for rid, prompt in (("r1", "first prompt"), ("r2", "a second, longer prompt")):
+    for rid, prompt in prompts.items():
         request = service_pb2.ModelInferRequest.FromString(encoded[rid])
         names = [t.name for t in request.inputs]
         assert sorted(names) == ["max_tokens", "stream", "text_input", "top_k"]  # none twice
@@ -110,7 +111,7 @@ def test_encoded_requests_share_their_fixed_part_and_keep_their_own_id_and_promp
         assert raw["top_k"] == struct.pack("<i", 2)
         assert (request.id, request.model_name) == (rid, "ensemble")
     fixed_parts = set()
-    for rid, prompt in (("r1", "first prompt"), ("r2", "a second, longer prompt")):
+    for rid, prompt in prompts.items():
         own = service_pb2.ModelInferRequest(
             id=rid, raw_input_contents=[struct.pack("<I", len(prompt)) + prompt.encode()]
         ).SerializeToString()
