@@ -25,6 +25,7 @@ __all__ = [
     "ExpertSpec",
     "GatewayConfig",
     "HealthConfig",
+    "KeepWarmConfig",
     "LimitsConfig",
     "RoutingTableSpec",
     "TensorNames",
@@ -152,6 +153,21 @@ class HealthConfig(_Frozen):
     cooldown_s: float = Field(default=5.0, gt=0)
 
 
+class KeepWarmConfig(_Frozen):
+    """Rehearse the request path while the replica waits, so its code stays in the CPU caches.
+
+    Every ``interval_ms`` in which no request started, the replica runs a canned request through
+    its pure steps (HTTP and gRPC parsing, validation, classification, the upstream request's
+    encoding, decoding and the first event's encoding; no I/O, metrics or logs). It stops
+    ``idle_after_s`` after the last request, so an unused replica costs nothing; the first request
+    after that starts it again. ``interval_ms: 0`` turns it off. See ``router_service.keep_warm``
+    for what it saves and costs.
+    """
+
+    interval_ms: float = Field(default=2.0, ge=0)
+    idle_after_s: float = Field(default=60.0, gt=0)
+
+
 class AuthConfig(_Frozen):
     """Where secrets come from; the secrets themselves never appear in the config."""
 
@@ -205,6 +221,7 @@ class GatewayConfig(_Frozen):
     limits: LimitsConfig = LimitsConfig()
     timeouts: TimeoutsConfig = TimeoutsConfig()
     health: HealthConfig = HealthConfig()
+    keep_warm: KeepWarmConfig = KeepWarmConfig()
     auth: AuthConfig = AuthConfig()
     log_prompts: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"

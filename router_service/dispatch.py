@@ -67,7 +67,13 @@ from router_service.routing_table import (
     candidate_experts,
     pick_least_loaded,
 )
-from router_service.triton_codec import SamplingParams, decode_stream_response, encode_infer_request
+from router_service.triton_codec import (
+    SamplingParams,
+    decode_stream_response,
+    encode_infer_request,
+    encode_stream_response,
+    parse_stream_response,
+)
 from router_service.upstream import Upstream, UpstreamKey, send_request
 
 LOGGER = logging.getLogger("router_service")
@@ -103,6 +109,9 @@ class ClassifierLike(Protocol):
 
     @property
     def content_hash(self) -> str: ...
+
+    @property
+    def rehearsal_prompt(self) -> str: ...
 
     def predict(self, text: str) -> PredictionLike: ...
 
@@ -163,6 +172,15 @@ class Dispatcher:
         self._swap_lock = asyncio.Lock()
         self._state: RouterState | None = None
         self.is_shutting_down = False
+        #: Requests routed so far (``open`` calls): router_service.keep_warm watches it.
+        self.requests_started = 0
+        limits = config.limits
+        self._rehearsal_params = SamplingParams(
+            max_tokens=min(limits.default_max_tokens, limits.max_tokens_cap)
+        )
+        self._rehearsal_response = encode_stream_response(
+            " warm", text_output=config.tensors.text_output, is_final=False
+        )
 
     @property
     def state(self) -> RouterState:
@@ -220,6 +238,7 @@ class Dispatcher:
             NotFoundError, OverloadedError, UpstreamError, NoHealthyUpstreamError,
             UpstreamTimeoutError: see the module docstring.
         """
+        self.requests_started += 1
         state = self.state
         cluster: int | None = None
         if request.expert_id is not None:
@@ -242,6 +261,28 @@ class Dispatcher:
                 is_fallback_allowed=self.config.fallback == "next_nearest",
             )
         return await self._open_on_candidates(request, candidates, cluster)
+
+    def rehearse(self) -> None:
+        """``open``'s work that needs no I/O, on a canned prompt: classify, order the candidate
+        experts, encode the upstream request, decode a canned first message. No metric, log or
+        state changes (router_service.keep_warm)."""
+        state = self.state
+        prompt = state.classifier.rehearsal_prompt
+        prediction = state.classifier.predict(prompt)
+        candidates = candidate_experts(
+            state.table,
+            prediction.ranked(),
+            is_fallback_allowed=self.config.fallback == "next_nearest",
+        )
+        encode_infer_request(
+            model=candidates[0].upstreams[0].spec.model,
+            request_id="keep-warm",
+            prompt=prompt,
+            params=self._rehearsal_params,
+            names=self.config.tensors,
+        )
+        message = parse_stream_response(self._rehearsal_response)
+        decode_stream_response(message, text_output=self.config.tensors.text_output)
 
     async def _open_on_candidates(
         self, request: GenerateRequest, candidates: Sequence[Expert[Upstream]], cluster: int | None

@@ -46,6 +46,7 @@ from router_service.errors import (
 )
 from router_service.grpc_inputs import decode_inputs
 from router_service.settings import Secrets
+from router_service.triton_codec import SamplingParams, encode_infer_request
 
 __all__ = ["GrpcFrontEnd", "start_grpc_server", "status_code"]
 
@@ -74,6 +75,17 @@ def _bytes_tensor(values: list[bytes]) -> bytes:
     return b"".join(_LENGTH.pack(len(v)) + v for v in values)
 
 
+def _rehearsal_request(config: GatewayConfig) -> bytes:
+    """A serialized streaming request for the routed model, as tritonclient sends one."""
+    return encode_infer_request(
+        model=config.routed_model_name,
+        request_id="keep-warm",
+        prompt="keep warm",
+        params=SamplingParams(max_tokens=min(16, config.limits.max_tokens_cap)),
+        names=config.tensors,
+    )
+
+
 class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     """KServe v2 GRPCInferenceService handlers backed by the :class:`Dispatcher`."""
 
@@ -81,6 +93,17 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         self.config = config
         self.dispatcher = dispatcher
         self.secrets = secrets
+        self._rehearsal_request = _rehearsal_request(config)
+
+    def rehearse(self) -> None:
+        """A canned ModelStreamInfer request through this front end's steps that need no I/O:
+        parsing, input decoding, the first response's encoding (router_service.keep_warm)."""
+        request = service_pb2.ModelInferRequest.FromString(self._rehearsal_request)
+        generate = self._to_generate_request(request, "keep-warm", 0.0)
+        response = service_pb2.ModelStreamInferResponse(
+            infer_response=self._response(request, generate.prompt)
+        )
+        response.SerializeToString()
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -368,16 +391,15 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
 
 
 async def start_grpc_server(
-    config: GatewayConfig, dispatcher: Dispatcher, secrets: Secrets
+    config: GatewayConfig, front: GrpcFrontEnd
 ) -> tuple[grpc.aio.Server, int]:
-    """Start the gRPC front end on ``config.host:config.grpc_port``; returns the bound port."""
+    """Serve ``front`` on ``config.host:config.grpc_port``; returns the server and bound port."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", config.limits.max_body_bytes),
             ("grpc.so_reuseport", 0),
         ]
     )
-    front = GrpcFrontEnd(config, dispatcher, secrets)
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(front, server)
     try:
         port = server.add_insecure_port(f"{config.host}:{config.grpc_port or 0}")

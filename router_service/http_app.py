@@ -25,6 +25,7 @@ from router_service.http_server import (
     StreamResponse,
     error_response,
     json_response,
+    rehearse_request,
 )
 from router_service.openai_api import (
     ChunkEncoder,
@@ -59,6 +60,13 @@ class HttpFrontEnd:
             "/readyz": ("GET", self.readyz),
             "/metrics": ("GET", self.metrics),
         }
+        body = {"model": config.routed_model_name, "prompt": "keep warm", "stream": True}
+        self._rehearsal_body = json.dumps(body).encode("utf-8")
+        self._rehearsal_bytes = (
+            b"POST /v1/completions HTTP/1.1\r\nhost: gateway\r\n"
+            b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%b"
+            % (len(self._rehearsal_body), self._rehearsal_body)
+        )
 
     async def handle(self, request: HttpRequest) -> Response:
         """Route ``request`` by path (404) and method (405)."""
@@ -73,6 +81,17 @@ class HttpFrontEnd:
             error.http_status = 405
             return error_response(error)
         return await handler(request)
+
+    def rehearse(self) -> None:
+        """A canned streamed completion through this front end's steps that need no I/O: HTTP
+        parsing, validation, the first event's encoding and framing (router_service.keep_warm).
+        """
+        parsed = parse_completion(self._rehearsal_body, self.config.limits)
+        self._to_generate_request(parsed, "keep-warm", 0.0)
+        encoder = ChunkEncoder(
+            kind=parsed.kind, response_id="cmpl-keep-warm", created=0, model=parsed.model
+        )
+        rehearse_request(self._rehearsal_bytes, encoder.token(" warm", is_first=True))
 
     def _to_generate_request(
         self, parsed: ParsedRequest, request_id: str, received_at: float

@@ -55,6 +55,7 @@ __all__ = [
     "StreamResponse",
     "error_response",
     "json_response",
+    "rehearse_request",
 ]
 
 LOGGER = logging.getLogger("router_service.http")
@@ -155,6 +156,27 @@ def _head(
 
 def _chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+class _Discard:
+    """httptools callbacks that keep nothing (:func:`rehearse_request`)."""
+
+    def on_url(self, url: bytes) -> None:
+        pass
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        pass
+
+    def on_body(self, body: bytes) -> None:
+        pass
+
+
+def rehearse_request(raw: bytes, first_chunk: bytes) -> None:
+    """Parse ``raw`` with a fresh parser and frame a stream's first write, keeping nothing: the
+    server's part of a request, for router_service.keep_warm."""
+    httptools.HttpRequestParser(_Discard()).feed_data(raw)
+    _head(200, "text/event-stream; charset=utf-8", (), length=None, keep_alive=True)
+    _chunk(first_chunk)
 
 
 @dataclass(slots=True)

@@ -22,6 +22,8 @@ __all__ = [
     "build_infer_request",
     "decode_stream_response",
     "encode_infer_request",
+    "encode_stream_response",
+    "parse_stream_response",
 ]
 
 _LENGTH = struct.Struct("<I")
@@ -139,6 +141,21 @@ def _shared_part(model: str, params: SamplingParams, names: TensorNames) -> byte
     _declare_input(request, names.text_input, "BYTES", one)
     shared: bytes = request.SerializeToString()
     return shared
+
+
+#: Parses one serialized ModelStreamInfer message (the upstream call's response deserializer).
+parse_stream_response = service_pb2.ModelStreamInferResponse.FromString
+
+
+def encode_stream_response(text: str, *, text_output: str, is_final: bool) -> bytes:
+    """A ModelStreamInfer message carrying ``text`` as Triton streams it, serialized."""
+    response = service_pb2.ModelInferResponse(model_name="ensemble", model_version="1")
+    output = response.outputs.add(name=text_output, datatype="BYTES")
+    output.shape.extend((1, 1))
+    response.raw_output_contents.append(_bytes_element(text.encode("utf-8")))
+    response.parameters["triton_final_response"].bool_param = is_final
+    wire: bytes = service_pb2.ModelStreamInferResponse(infer_response=response).SerializeToString()
+    return wire
 
 
 def _decode_bytes_tensor(raw: bytes) -> str:

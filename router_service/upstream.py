@@ -26,6 +26,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from router_service.config import HealthConfig, LimitsConfig, UpstreamSpec
 from router_service.errors import OverloadedError
 from router_service.health import BreakerState, CircuitBreaker
+from router_service.triton_codec import parse_stream_response
 
 __all__ = ["ProbeResult", "Upstream", "UpstreamKey", "send_request"]
 
@@ -84,7 +85,7 @@ class Upstream:
             [
                 c.stream_stream(
                     _MODEL_STREAM_INFER,
-                    response_deserializer=service_pb2.ModelStreamInferResponse.FromString,
+                    response_deserializer=parse_stream_response,
                     _registered_method=True,
                 )
                 for c in self._channels

@@ -22,6 +22,7 @@ from router_service.config import (
     ConfigError,
     ExpertSpec,
     GatewayConfig,
+    KeepWarmConfig,
     LimitsConfig,
     RoutingTableSpec,
     TensorNames,
@@ -91,6 +92,7 @@ def gateway_config(
             admin_token_env=auth.admin_token_env,
         ),
         cpus=inventory.gateway.cpus,
+        keep_warm=KeepWarmConfig(interval_ms=inventory.gateway.keep_warm_ms),
     )
 
 

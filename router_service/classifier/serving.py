@@ -15,6 +15,7 @@ accumulated in float64; only the stored components are rounded.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import math
 import re
 from collections import Counter
@@ -31,6 +32,8 @@ from router_service.classifier.text import servable_terms
 
 # Batches are transformed in chunks so the gathered (nnz × d) block stays a few MB.
 _BATCH_CHUNK = 512
+# Terms in rehearsal_prompt: about a short prompt's count, so a rehearsal gathers as many rows.
+REHEARSAL_TERMS = 8
 
 
 def _release_freed_heap() -> None:
@@ -75,6 +78,8 @@ class Classifier:
 
     k: int
     content_hash: str
+    #: A few vocabulary terms: a prompt that takes the full predict path (router_service.keep_warm).
+    rehearsal_prompt: str
 
     def __init__(self, arrays: RouterArrays, *, compact_min_terms: int = COMPACT_MIN_TERMS) -> None:
         """Precompute the per-term lookups; prefer :meth:`load` for artifacts on disk.
@@ -88,6 +93,7 @@ class Classifier:
         self._findall = re.compile(arrays.text.token_pattern).findall
         self._lowercase = arrays.text.lowercase
         servable = servable_terms(arrays.vocabulary, arrays.text)
+        self.rehearsal_prompt = " ".join(itertools.islice(servable, REHEARSAL_TERMS))
         self.is_compact = len(servable) >= compact_min_terms
         self._columns_of = (
             TermIndex(servable).columns if self.is_compact else _dict_lookup(servable)
