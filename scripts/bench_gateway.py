@@ -50,7 +50,10 @@ each gateway path and prints the functions with the most own CPU samples. ``--ga
 runs the gateway from another checkout's ``router_service`` (e.g. ``git worktree add``).
 ``--ref-src DIR`` adds a third gateway from DIR as ``ref-http`` and ``ref-grpc``, interleaved with
 ``gw-http`` and ``gw-grpc`` and their baselines: a before/after comparison in one run, under the
-same load. With ``--ref-src .`` and ``--ref-loop uvloop`` the same code compares event loops.
+same load. With ``--ref-src .`` and ``--ref-loop uvloop`` the same code compares event loops;
+with ``--ref-src . --ref-keep-warm-ms 0``, rehearsing the request path (``keep_warm``) against
+not. Interleaved, each gateway waits while the others' turns run, and rehearses meanwhile
+(when ``keep_warm`` is on): its ``cpu ms/req`` then counts those rehearsals too.
 
 Usage: ``.venv/bin/python scripts/bench_gateway.py [--levels 1 100 1000]``
 """
@@ -462,6 +465,10 @@ def run_level(
     return summaries
 
 
+def _setting(value: float | None) -> str:
+    return "the gateway's default" if value is None else f"{value:g}"
+
+
 def _ms(value: float) -> str:
     return "-" if value != value else f"{value:.2f}"  # NaN: the path reports no overhead
 
@@ -527,6 +534,16 @@ def main() -> int:
         "--ref-loop",
         choices=("asyncio", "uvloop"),
         help="the --ref-src gateway's --loop option (default: --gateway-loop)",
+    )
+    parser.add_argument(
+        "--keep-warm-ms",
+        type=float,
+        help="the gateways' keep_warm.interval_ms (default: the gateway's; 0: off)",
+    )
+    parser.add_argument(
+        "--ref-keep-warm-ms",
+        type=float,
+        help="the --ref-src gateway's keep_warm.interval_ms (default: --keep-warm-ms)",
     )
     parser.add_argument(
         "--gateway-idle",
@@ -598,8 +615,13 @@ def run(args: argparse.Namespace) -> int:
                 "grpc_port": free_port(),
             }
             loop = args.gateway_loop
+            keep_warm_ms = args.keep_warm_ms
             if args.ref_src is not None and index == len(sources) - 1:
                 loop = args.ref_loop or loop
+                if args.ref_keep_warm_ms is not None:
+                    keep_warm_ms = args.ref_keep_warm_ms
+            if keep_warm_ms is not None:  # unset: a --ref-src from before keep_warm starts too
+                config["keep_warm"] = {"interval_ms": keep_warm_ms}
             loop_args = ["--loop", loop] if loop else []
             gateway = Gateway(
                 root / f"gateway{index}",
@@ -681,6 +703,13 @@ def run(args: argparse.Namespace) -> int:
             + (f", gateways pinned to {sorted(args.pin_gateways)}" if args.pin_gateways else "")
         )
         print(describe_idle(args.pin_gateways or set(range(os.cpu_count() or 1))))
+        print(f"keep_warm.interval_ms: gateways {_setting(args.keep_warm_ms)}", end="")
+        if args.ref_src is not None:
+            ref_keep_warm = (
+                args.keep_warm_ms if args.ref_keep_warm_ms is None else args.ref_keep_warm_ms
+            )
+            print(f", ref {_setting(ref_keep_warm)}", end="")
+        print()
         header = (
             f"{'level':>5} {'path':<11} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
             f" {'p50ms':>7} {'p99ms':>7} {'+p50':>6} {'+p50 95% CI':>13} {'+p99':>7}"

@@ -58,3 +58,18 @@ def test_every_path_runs_every_level_without_errors() -> None:
     ]
     assert len(loads) == len(found), run.stdout  # one baseline row per group and level
     assert all(0.0 <= load <= 100.0 for load in loads), run.stdout
+
+
+def test_ref_gateway_runs_interleaved_with_its_own_keep_warm() -> None:
+    # The before/after mode: the same checkout as ref-*, rehearsals off there and on here.
+    argv = [sys.executable, str(SCRIPT), "--levels", "1", "--max-requests", "6"]
+    argv += ["--max-seconds", "20", "--clients", "1", "--no-nginx"]
+    argv += ["--paths", "gw-http", "gw-grpc", "--ref-src", str(SCRIPT.parents[1])]
+    argv += ["--keep-warm-ms", "1", "--ref-keep-warm-ms", "0"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "keep_warm.interval_ms: gateways 1, ref 0\n" in run.stdout
+    rows = [ROW.match(line) for line in run.stdout.splitlines()]
+    seen = {m[2]: (int(m[4]), int(m[5])) for m in rows if m}
+    assert set(seen) == {"triton-http", "gw-http", "ref-http", "triton-grpc", "gw-grpc", "ref-grpc"}
+    assert all(done >= 6 and errors == 0 for done, errors in seen.values()), run.stdout
