@@ -93,6 +93,8 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
         self.config = config
         self.dispatcher = dispatcher
         self.secrets = secrets
+        #: Inference requests received (router_service.keep_warm watches it).
+        self.requests_started = 0
         self._rehearsal_request = _rehearsal_request(config)
 
     def rehearse(self) -> None:
@@ -158,6 +160,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
     async def _open(
         self, request: service_pb2.ModelInferRequest, access: AccessRecord
     ) -> Generation:
+        self.requests_started += 1
         generate = self._to_generate_request(request, access.request_id, access.received_at)
         access.fields["prompt_chars"] = len(generate.prompt)
         if self.config.log_prompts:

@@ -60,6 +60,8 @@ class HttpFrontEnd:
             "/readyz": ("GET", self.readyz),
             "/metrics": ("GET", self.metrics),
         }
+        #: Completions and chat completions received (router_service.keep_warm watches it).
+        self.requests_started = 0
         body = {"model": config.routed_model_name, "prompt": "keep warm", "stream": True}
         self._rehearsal_body = json.dumps(body).encode("utf-8")
         self._rehearsal_bytes = (
@@ -122,6 +124,7 @@ class HttpFrontEnd:
         return await self._generate(request, kind="chat")
 
     async def _generate(self, request: HttpRequest, *, kind: str) -> Response:
+        self.requests_started += 1
         request_id = request.headers.get("x-request-id") or new_request_id()
         # The access log's duration counts from the headers; the overhead clock starts with the
         # whole body in hand (received_at): a client that is slow to send it is not routing

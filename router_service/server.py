@@ -30,7 +30,7 @@ from router_service.dispatch import Dispatcher
 from router_service.grpc_frontend import GrpcFrontEnd, start_grpc_server
 from router_service.http_app import HttpFrontEnd
 from router_service.http_server import HttpServer
-from router_service.keep_warm import Step, keep_warm
+from router_service.keep_warm import Part, keep_warm
 from router_service.metrics import GatewayMetrics
 from router_service.settings import load_secrets
 
@@ -115,14 +115,17 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     dispatcher = Dispatcher(config, classifier, metrics=metrics, load_classifier=load_classifier)
     front = HttpFrontEnd(config, dispatcher, secrets)
     public = HttpServer(front.handle, max_body_bytes=config.limits.max_body_bytes)
-    rehearsals: list[Step] = [front.rehearse, dispatcher.rehearse]
+    rehearsals = [
+        Part(front.rehearse, lambda: front.requests_started),
+        Part(dispatcher.rehearse, lambda: dispatcher.requests_started),
+    ]
     grpc_server = None
     grpc_address = None
     try:
         await dispatcher.start()
         if config.grpc_port is not None:
             grpc_front = GrpcFrontEnd(config, dispatcher, secrets)
-            rehearsals.append(grpc_front.rehearse)
+            rehearsals.append(Part(grpc_front.rehearse, lambda: grpc_front.requests_started))
             grpc_server, bound = await start_grpc_server(config, grpc_front)
             grpc_address = f"{config.host}:{bound}"
         await public.start(_listen(config.host, config.http_port, "http_port"))
@@ -176,9 +179,7 @@ async def serve(config: GatewayConfig, environ: Mapping[str, str]) -> None:
     gc.freeze()
     warming = None
     if config.keep_warm.interval_ms > 0:
-        warming = loop.create_task(
-            keep_warm(rehearsals, config.keep_warm, lambda: dispatcher.requests_started)
-        )
+        warming = loop.create_task(keep_warm(rehearsals, config.keep_warm))
     try:
         await asyncio.gather(serve_public(), admin.serve([admin_socket]), serve_grpc())
     finally:

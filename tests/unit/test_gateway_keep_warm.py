@@ -15,7 +15,7 @@ from router_service.config import GatewayConfig, KeepWarmConfig
 from router_service.dispatch import Dispatcher
 from router_service.grpc_frontend import GrpcFrontEnd
 from router_service.http_app import HttpFrontEnd
-from router_service.keep_warm import DORMANT_CHECK_S, WarmSchedule, keep_warm
+from router_service.keep_warm import DORMANT_CHECK_S, Part, WarmSchedule, keep_warm
 from router_service.metrics import GatewayMetrics
 from router_service.settings import Secrets
 
@@ -48,37 +48,64 @@ def test_goes_dormant_after_idle_and_wakes_on_the_next_request() -> None:
     assert schedule.tick(510.9, 6) == (True, 0.002)
 
 
-def _run_for(seconds: float, *args: object) -> None:
+def _run_for(seconds: float, parts: list[Part], config: KeepWarmConfig) -> None:
     async def main() -> None:
-        task = asyncio.create_task(keep_warm(*args))  # type: ignore[arg-type]
+        task = asyncio.create_task(keep_warm(parts, config))
         await asyncio.sleep(seconds)
         task.cancel()
 
     asyncio.run(main())
 
 
-def test_loop_runs_the_steps_in_order_while_idle() -> None:
+def test_loop_rehearses_idle_parts_in_order() -> None:
     calls: list[str] = []
-    steps = [lambda: calls.append("front"), lambda: calls.append("dispatch")]
+    parts = [
+        Part(lambda: calls.append("front"), lambda: 0),
+        Part(lambda: calls.append("dispatch"), lambda: 0),
+    ]
 
-    _run_for(0.05, steps, KeepWarmConfig(interval_ms=1.0), lambda: 0)
+    _run_for(0.05, parts, KeepWarmConfig(interval_ms=1.0))
 
     assert len(calls) >= 4
     assert calls[:4] == ["front", "dispatch", "front", "dispatch"]
 
 
-def test_loop_never_rehearses_while_requests_keep_coming() -> None:
+def test_loop_skips_a_part_while_its_requests_keep_coming() -> None:
+    calls: list[str] = []
+    started = iter(range(1_000_000))
+    parts = [
+        Part(lambda: calls.append("busy"), started.__next__),
+        Part(lambda: calls.append("idle"), lambda: 0),
+    ]
+
+    _run_for(0.05, parts, KeepWarmConfig(interval_ms=1.0))
+
+    assert "busy" not in calls
+    assert calls.count("idle") >= 2
+
+
+def test_an_unused_part_goes_dormant_while_a_used_one_goes_on() -> None:
     calls: list[str] = []
     started = iter(range(1_000_000))
 
-    _run_for(
-        0.05, [lambda: calls.append("step")], KeepWarmConfig(interval_ms=1.0), started.__next__
-    )
+    def used_requests() -> int:
+        # A request every other tick: the tick after each one rehearses.
+        return next(started) // 2
 
-    assert calls == []
+    parts = [
+        Part(lambda: calls.append("used"), used_requests),
+        Part(lambda: calls.append("unused"), lambda: 0),
+    ]
+
+    _run_for(0.15, parts, KeepWarmConfig(interval_ms=1.0, idle_after_s=0.02))
+
+    assert calls.count("used") >= 10
+    # "unused" rehearsed in its first 20 ms only, then slept in DORMANT_CHECK_S steps.
+    assert 1 <= calls.count("unused") <= 25
+    assert calls[-1] == "used"
 
 
-def test_a_failing_step_is_logged_once_and_rehearsing_stops(
+def test_a_failing_rehearsal_is_logged_once_and_rehearsing_stops(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     calls: list[str] = []
@@ -87,11 +114,12 @@ def test_a_failing_step_is_logged_once_and_rehearsing_stops(
         calls.append("broken")
         raise RuntimeError("bug in a rehearsal")
 
+    parts = [Part(broken, lambda: 0), Part(lambda: calls.append("other"), lambda: 0)]
     with caplog.at_level(logging.ERROR, logger="router_service"):
-        _run_for(0.05, [broken], KeepWarmConfig(interval_ms=1.0), lambda: 0)
+        _run_for(0.05, parts, KeepWarmConfig(interval_ms=1.0))
 
     assert calls == ["broken"]
-    failures = [r for r in caplog.records if "rehearsal step failed" in r.getMessage()]
+    failures = [r for r in caplog.records if "rehearsal failed" in r.getMessage()]
     assert len(failures) == 1
     assert failures[0].exc_info is not None
 
@@ -131,19 +159,18 @@ def test_rehearsals_change_no_metric_log_or_count(
             config, classifier, metrics=metrics, load_classifier=Classifier.load
         )
         await dispatcher.start()
-        steps = [
-            HttpFrontEnd(config, dispatcher, Secrets()).rehearse,
-            dispatcher.rehearse,
-            GrpcFrontEnd(config, dispatcher, Secrets()).rehearse,
-        ]
+        http = HttpFrontEnd(config, dispatcher, Secrets())
+        grpc = GrpcFrontEnd(config, dispatcher, Secrets())
         before = metrics.render()
         caplog.clear()
         with caplog.at_level(logging.DEBUG):
             for _ in range(3):
-                for step in steps:
-                    step()
+                for rehearse in (http.rehearse, dispatcher.rehearse, grpc.rehearse):
+                    rehearse()
         after = metrics.render()
-        assert dispatcher.requests_started == 0
+        # Rehearsals are not requests: they must not keep themselves going.
+        counts = (http.requests_started, dispatcher.requests_started, grpc.requests_started)
+        assert counts == (0, 0, 0)
         await dispatcher.close()
         return before, after
 
