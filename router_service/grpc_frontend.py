@@ -22,7 +22,6 @@ models). API keys, when configured, come from the ``authorization: Bearer <key>`
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -46,11 +45,10 @@ from router_service.errors import (
 )
 from router_service.grpc_inputs import decode_inputs
 from router_service.settings import Secrets
-from router_service.triton_codec import SamplingParams, encode_infer_request
+from router_service.triton_codec import SamplingParams, add_text_output, encode_infer_request
 
 __all__ = ["GrpcFrontEnd", "start_grpc_server", "status_code"]
 
-_LENGTH = struct.Struct("<I")
 _SERVICE_PATH = "/inference.GRPCInferenceService/"
 _STATUS: tuple[tuple[type[GatewayError], grpc.StatusCode], ...] = (
     (BadRequestError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -69,10 +67,6 @@ def status_code(error: GatewayError) -> grpc.StatusCode:
         if isinstance(error, kind):
             return code
     return grpc.StatusCode.INTERNAL
-
-
-def _bytes_tensor(values: list[bytes]) -> bytes:
-    return b"".join(_LENGTH.pack(len(v)) + v for v in values)
 
 
 def _rehearsal_request(config: GatewayConfig) -> bytes:
@@ -186,11 +180,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
                 response.parameters["expert_router_cluster"].int64_param = routed.cluster
             response.parameters["expert_router_fallback"].bool_param = routed.is_fallback
         if text is not None:
-            output = response.outputs.add()
-            output.name = self.config.tensors.text_output
-            output.datatype = "BYTES"
-            output.shape.extend((1, 1))
-            response.raw_output_contents.append(_bytes_tensor([text.encode("utf-8")]))
+            add_text_output(response, text, name=self.config.tensors.text_output)
         if is_final:
             response.parameters["triton_final_response"].bool_param = True
         return response

@@ -19,6 +19,7 @@ from router_service.config import TensorNames
 __all__ = [
     "DecodedResponse",
     "SamplingParams",
+    "add_text_output",
     "build_infer_request",
     "decode_stream_response",
     "encode_infer_request",
@@ -147,12 +148,17 @@ def _shared_part(model: str, params: SamplingParams, names: TensorNames) -> byte
 parse_stream_response = service_pb2.ModelStreamInferResponse.FromString
 
 
+def add_text_output(response: service_pb2.ModelInferResponse, text: str, *, name: str) -> None:
+    """Append ``text`` as the BYTES output ``name`` of shape ``[1, 1]``, as Triton sends it."""
+    output = response.outputs.add(name=name, datatype="BYTES")
+    output.shape.extend((1, 1))
+    response.raw_output_contents.append(_bytes_element(text.encode("utf-8")))
+
+
 def encode_stream_response(text: str, *, text_output: str, is_final: bool) -> bytes:
     """A ModelStreamInfer message carrying ``text`` as Triton streams it, serialized."""
     response = service_pb2.ModelInferResponse(model_name="ensemble", model_version="1")
-    output = response.outputs.add(name=text_output, datatype="BYTES")
-    output.shape.extend((1, 1))
-    response.raw_output_contents.append(_bytes_element(text.encode("utf-8")))
+    add_text_output(response, text, name=text_output)
     response.parameters["triton_final_response"].bool_param = is_final
     wire: bytes = service_pb2.ModelStreamInferResponse(infer_response=response).SerializeToString()
     return wire
