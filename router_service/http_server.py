@@ -66,6 +66,7 @@ _ENCODE_JSON = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=
 # Looked up per response; HTTPStatus(status) costs more than a dict on the first-token path.
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}" for s in HTTPStatus}
 _LAST_CHUNK = b"0\r\n\r\n"
+_EVENT_STREAM = "text/event-stream; charset=utf-8"
 
 
 @dataclass(slots=True)
@@ -110,7 +111,7 @@ class StreamResponse:
 
     chunks: AsyncGenerator[bytes, None]
     headers: Sequence[tuple[str, str]] = ()
-    content_type: str = "text/event-stream; charset=utf-8"
+    content_type: str = _EVENT_STREAM
     on_close: Callable[[], Awaitable[None]] | None = None
 
 
@@ -175,7 +176,7 @@ def rehearse_request(raw: bytes, first_chunk: bytes) -> None:
     """Parse ``raw`` with a fresh parser and frame a stream's first write, keeping nothing: the
     server's part of a request, for router_service.keep_warm."""
     httptools.HttpRequestParser(_Discard()).feed_data(raw)
-    _head(200, "text/event-stream; charset=utf-8", (), length=None, keep_alive=True)
+    _head(200, _EVENT_STREAM, (), length=None, keep_alive=True)
     _chunk(first_chunk)
 
 

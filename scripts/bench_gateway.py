@@ -556,6 +556,8 @@ def main() -> int:
     # Resolved before the chdir below, so relative folders mean what the caller meant.
     args.gateway_src = args.gateway_src and args.gateway_src.resolve()
     args.ref_src = args.ref_src and args.ref_src.resolve()
+    if args.ref_keep_warm_ms is None:
+        args.ref_keep_warm_ms = args.keep_warm_ms
     if args.pin_gateways and not os.sched_getaffinity(0) - args.pin_gateways:
         parser.error("--pin-gateways must leave at least one CPU for Triton and the clients")
     if args.gateway_idle == "poll" and not args.pin_gateways:
@@ -618,8 +620,7 @@ def run(args: argparse.Namespace) -> int:
             keep_warm_ms = args.keep_warm_ms
             if args.ref_src is not None and index == len(sources) - 1:
                 loop = args.ref_loop or loop
-                if args.ref_keep_warm_ms is not None:
-                    keep_warm_ms = args.ref_keep_warm_ms
+                keep_warm_ms = args.ref_keep_warm_ms
             if keep_warm_ms is not None:  # unset: a --ref-src from before keep_warm starts too
                 config["keep_warm"] = {"interval_ms": keep_warm_ms}
             loop_args = ["--loop", loop] if loop else []
@@ -705,10 +706,7 @@ def run(args: argparse.Namespace) -> int:
         print(describe_idle(args.pin_gateways or set(range(os.cpu_count() or 1))))
         print(f"keep_warm.interval_ms: gateways {_setting(args.keep_warm_ms)}", end="")
         if args.ref_src is not None:
-            ref_keep_warm = (
-                args.keep_warm_ms if args.ref_keep_warm_ms is None else args.ref_keep_warm_ms
-            )
-            print(f", ref {_setting(ref_keep_warm)}", end="")
+            print(f", ref {_setting(args.ref_keep_warm_ms)}", end="")
         print()
         header = (
             f"{'level':>5} {'path':<11} {'cl':>2} {'done':>5} {'err':>4} {'req/s':>7}"
