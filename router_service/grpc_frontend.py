@@ -9,6 +9,9 @@ use the configured ensemble tensor names (``text_input``, ``max_tokens``, ``stre
 are decoded and checked by :mod:`router_service.grpc_inputs`; the output is ``text_output``
 (BYTES, shape ``[1, 1]``). Each request (not each stream) writes one access-log line with the
 same fields as the HTTP front end (:mod:`router_service.access_log`), status as a gRPC code name.
+The first response of a routed request says what the HTTP front end's ``x-expert-router-*``
+headers say, as response parameters: ``expert_router_expert``, ``_cluster``, ``_fallback`` and
+``_overhead_ms`` (the gateway's time to first token minus the upstream's).
 
 Errors: a :class:`GatewayError` raised before the first response ends the RPC with a gRPC status
 (INVALID_ARGUMENT, UNAUTHENTICATED, NOT_FOUND, RESOURCE_EXHAUSTED, UNAVAILABLE,
@@ -179,6 +182,10 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
             if routed.cluster is not None:
                 response.parameters["expert_router_cluster"].int64_param = routed.cluster
             response.parameters["expert_router_fallback"].bool_param = routed.is_fallback
+            # The first response is the first delivery: this fixes the overhead, as the HTTP
+            # front end's headers do (mark_first_delivery only measures once).
+            overhead_ms = routed.mark_first_delivery() * 1000
+            response.parameters["expert_router_overhead_ms"].double_param = overhead_ms
         if text is not None:
             add_text_output(response, text, name=self.config.tensors.text_output)
         if is_final:
@@ -333,10 +340,7 @@ class GrpcFrontEnd(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: igno
             is_first = True
             try:
                 async for chunk in generation:
-                    first = is_first
-                    if is_first:
-                        generation.mark_first_delivery()
-                        is_first = False
+                    first, is_first = is_first, False
                     await write(
                         service_pb2.ModelStreamInferResponse(
                             infer_response=self._response(

@@ -23,8 +23,8 @@ added TTFT is the gateway's, not the difference between the HTTP and grpc.aio cl
 run interleaved: every stream takes them in turns (shuffled rounds), so both see the same
 machine; run one after the other, identical code differed by up to 0.5 ms p50 between runs on a
 shared 2-vCPU VM, interleaved by 0.05-0.15 ms. ``own50`` and ``own99`` are the gateway's own
-``x-expert-router-overhead-ms`` headers (its time to first token minus the upstream's, as it
-measured them).
+``x-expert-router-overhead-ms`` headers, over gRPC its ``expert_router_overhead_ms`` response
+parameter (its time to first token minus the upstream's, as it measured them).
 
 Prints TTFT p50/p99 per path, the TTFT added over the baseline, the gateway's CPU time per
 request and tokens relayed per CPU-second of the gateway process(es) (from /proc/<pid>/stat),
@@ -146,7 +146,11 @@ class Job:
 
 
 async def _grpc_stream(
-    call: grpc.aio.StreamStreamCall, target: Target, job: Job, request_id: str
+    call: grpc.aio.StreamStreamCall,
+    target: Target,
+    job: Job,
+    request_id: str,
+    overheads: list[float],
 ) -> tuple[float, int]:
     """One request on a kept ModelStreamInfer call; returns at its final response."""
     request = build_infer_request(
@@ -170,6 +174,9 @@ async def _grpc_stream(
             tokens += 1
             if ttft < 0:
                 ttft = time.perf_counter() - started
+                parameters = message.infer_response.parameters
+                if "expert_router_overhead_ms" in parameters:
+                    overheads.append(parameters["expert_router_overhead_ms"].double_param / 1000)
         if decoded.is_final:
             return ttft, tokens
 
@@ -278,7 +285,9 @@ async def _run_job(job: Job) -> dict[str, dict[str, Any]]:
                         call = calls[target.name] = stub.ModelStreamInfer()
                     request_id = f"{index}-{started['count']}"
                     try:
-                        ttft, tokens = await _grpc_stream(call, target, job, request_id)
+                        ttft, tokens = await _grpc_stream(
+                            call, target, job, request_id, result["overheads"]
+                        )
                     except BaseException:
                         del calls[target.name]  # the next request opens a new call
                         call.cancel()

@@ -120,10 +120,12 @@ async def stream_grpc(clients: GrpcClients, user: int, record: RequestRecord, re
 
 
 def _read_routing(message: Any, record: RequestRecord) -> None:
-    """The expert and cluster the gateway's gRPC front end reports on a first response
-    (response parameters ``expert_router_*``); absent when talking to Triton directly."""
+    """The expert, cluster and overhead the gateway's gRPC front end reports on a first
+    response (response parameters ``expert_router_*``); absent when talking to Triton directly."""
     parameters = message.infer_response.parameters
     if "expert_router_expert" in parameters:
         record.expert = parameters["expert_router_expert"].string_param
     if "expert_router_cluster" in parameters:
         record.routed_cluster = int(parameters["expert_router_cluster"].int64_param)
+    if "expert_router_overhead_ms" in parameters:
+        record.gateway_overhead_ms = parameters["expert_router_overhead_ms"].double_param

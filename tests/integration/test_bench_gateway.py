@@ -106,8 +106,10 @@ def test_open_loop_over_grpc_to_the_gateway_records_queue_time(
     assert len({r.user for r in records}) == len(records)  # one arrival, one id
     measured = [r for r in records if r.a_ns >= 500_000_000]
     assert measured and all(r.status == "ok" and r.tokens == 4 for r in measured)
-    # The gateway's gRPC front end names the serving expert in its first response.
+    # The gateway's gRPC front end names the serving expert and its overhead in its first
+    # response.
     assert all(r.expert is not None and r.expert.startswith("e") for r in measured)
+    assert all(r.gateway_overhead_ms is not None and r.gateway_overhead_ms > 0 for r in measured)
     assert summary["metrics"]["per_expert"], summary["metrics"]
     # Open loop: the timer starts at the scheduled arrival; the send can only be later.
     assert all(r.s_ns is not None and r.s_ns >= r.a_ns for r in records)
