@@ -58,6 +58,14 @@ def test_every_path_runs_every_level_without_errors() -> None:
     ]
     assert len(loads) == len(found), run.stdout  # one baseline row per group and level
     assert all(0.0 <= load <= 100.0 for load in loads), run.stdout
+    # Both front ends report the gateway's own overhead (the HTTP header, the gRPC response
+    # parameter): own50 is a figure on their rows, third from the end.
+    owns = [
+        line.split()[-3]
+        for line, m in zip(run.stdout.splitlines(), rows, strict=True)
+        if m and m[2] in ("gw-http", "gw-grpc")
+    ]
+    assert len(owns) == 4 and all(float(own) > 0 for own in owns), run.stdout
 
 
 def test_ref_gateway_runs_interleaved_with_its_own_keep_warm() -> None:
