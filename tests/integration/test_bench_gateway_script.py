@@ -81,3 +81,27 @@ def test_ref_gateway_runs_interleaved_with_its_own_keep_warm() -> None:
     seen = {m[2]: (int(m[4]), int(m[5])) for m in rows if m}
     assert set(seen) == {"triton-http", "gw-http", "ref-http", "triton-grpc", "gw-grpc", "ref-grpc"}
     assert all(done >= 6 and errors == 0 for done, errors in seen.values()), run.stdout
+
+
+PROBE = SCRIPT.with_name("probe_gateway.py")
+
+
+def test_probe_script_prints_a_row_per_level() -> None:
+    argv = [sys.executable, str(PROBE), "--levels", "1", "4", "--pairs", "8"]
+    argv += ["--token-rate", "500", "--gap-ms", "5"]
+    run = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
+    assert run.returncode == 0, run.stdout + run.stderr
+    rows = {
+        int(line.split()[0]): line.split()
+        for line in run.stdout.splitlines()
+        if line.split() and line.split()[0].isdigit()
+    }
+    assert set(rows) == {1, 4}, run.stdout
+    for fields in rows.values():
+        # Probe TTFTs both ways, and the added p50 is their difference.
+        gw50, tri50, added = float(fields[1]), float(fields[3]), float(fields[5])
+        assert gw50 > 0 and tri50 > 0 and abs(gw50 - tri50 - added) < 0.015, fields
+        low, high = (float(x) for x in fields[6].split(".."))
+        assert low <= high, fields
+        assert float(fields[9]) > 0, fields  # own50: the gateway answered every probe
+        assert 0.0 <= float(fields[11]) <= 100.0, fields  # load%
