@@ -10,7 +10,9 @@ keeps the streams going, and one probe client measures:
   spread over one request's duration, synthetic TPOT from ``--token-rate``), in one process;
 * one probe: sequential one-token requests, alternating the gateway and Triton's own SSE
   endpoint (the same client; the order of each pair is random), ``--gap-ms`` apart, so each
-  probe finds the gateway carrying N - 1 streams and Triton serving them.
+  probe finds the gateway carrying N - 1 streams and Triton serving them. ``--protocol grpc``
+  probes over ModelStreamInfer instead (the gateway's KServe front end against Triton's gRPC
+  port, one kept call each, as the bench does); the background stays HTTP.
 
 Prints per level: probe TTFT p50/p99 both ways, added p50/p99 with 95 % bootstrap intervals, the
 gateway's own ``x-expert-router-overhead-ms`` p50/p99, and how busy the load side's CPUs were.
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import multiprocessing
 import os
 import random
@@ -31,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import grpc
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_gateway import (
@@ -38,6 +43,7 @@ from bench_gateway import (
     REPO_ROOT,
     Job,
     Target,
+    _grpc_stream,
     _http_stream,
     _job_main,
     _percentile,
@@ -49,9 +55,11 @@ from bench_gateway import (
     pin_group,
 )
 from sse_client import SseConnection
+from tritonclient.grpc import service_pb2_grpc
 
 from router_service.classifier.fit import fit_router
 from tests.support.gateway import Gateway, routing_table
+from tests.support.ports import free_port
 from tests.support.triton import TritonServer, write_synthetic_repository
 
 CORPUS = [
@@ -71,17 +79,34 @@ async def probe(
     """``pairs`` sequential requests each way, in random order per pair; TTFTs in seconds."""
     order = random.Random(seed)
     found: dict[str, list[float]] = {"gateway": [], "direct": [], "own": []}
-    connections = {t.name: SseConnection(t.address) for t in (gateway, direct)}
+    targets = (gateway, direct)
+    connections = {t.name: SseConnection(t.address) for t in targets if not t.is_grpc}
+    channels = {t.name: grpc.aio.insecure_channel(t.address) for t in targets if t.is_grpc}
+    calls = {
+        name: service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer()
+        for name, channel in channels.items()
+    }
+    ids = itertools.count()
     try:
         for _ in range(pairs):
-            for target in order.sample([gateway, direct], 2):
+            for target in order.sample(targets, 2):
                 overheads = found["own"] if target is gateway else []
-                ttft, _ = await _http_stream(connections[target.name], target, job, overheads)
+                if target.is_grpc:
+                    call = calls[target.name]
+                    request_id = f"probe-{next(ids)}"
+                    ttft, _ = await _grpc_stream(call, target, job, request_id, overheads)
+                else:
+                    connection = connections[target.name]
+                    ttft, _ = await _http_stream(connection, target, job, overheads)
                 found["gateway" if target is gateway else "direct"].append(ttft)
                 await asyncio.sleep(gap_s)
     finally:
         for connection in connections.values():
             await connection.close()
+        for call in calls.values():
+            call.cancel()
+        for channel in channels.values():
+            await channel.close()
     return found
 
 
@@ -90,6 +115,7 @@ def main() -> int:
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 100, 1000])
     parser.add_argument("--pairs", type=int, default=300, help="probe pairs per level")
     parser.add_argument("--gap-ms", type=float, default=20.0)
+    parser.add_argument("--protocol", choices=["http", "grpc"], default="http")
     parser.add_argument("--ttft-ms", type=float, default=5.0)
     parser.add_argument("--tpot-ms", type=float, default=2.0)
     parser.add_argument("--tokens", type=int, default=16, help="per background request")
@@ -119,19 +145,26 @@ def main() -> int:
             "routing": routing_table(1, {f"e{i}": ([i], [triton.grpc_port]) for i in range(3)}),
             "log_level": "warning",
             "limits": {"max_inflight_per_upstream": 4096, "max_queue_per_upstream": 4096},
+            "grpc_port": free_port(),
         }
         source = {"PYTHONPATH": str(REPO_ROOT)}  # this checkout's router_service
         gateway = Gateway(root / "gateway", config, env=source).start()
         started.append(gateway)
         if args.pin_gateways and gateway.process is not None:
             pin_group(gateway.process.pid, args.pin_gateways)
-        routed = Target("gw-http", gateway.base_url, "expert-router")
-        direct = Target("triton-http", f"http://127.0.0.1:{triton.http_port}", "ensemble")
+        background = Target("gw-http", gateway.base_url, "expert-router")
+        if args.protocol == "grpc":
+            grpc_port = config["grpc_port"]
+            routed = Target("gw-grpc", f"127.0.0.1:{grpc_port}", "expert-router")
+            direct = Target("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble")
+        else:
+            routed = background
+            direct = Target("triton-http", f"http://127.0.0.1:{triton.http_port}", "ensemble")
         print(
             f"synthetic model: ttft {args.ttft_ms} ms; background: {args.tokens} tokens per"
             f" request, ≤ {args.token_rate:.0f} tokens/s; probe: {args.pairs} pairs per level,"
             f" one token, {args.gap_ms} ms apart;"
-            f" gateway pinned to {sorted(args.pin_gateways or [])}"
+            f" over {args.protocol}; gateway pinned to {sorted(args.pin_gateways or [])}"
         )
         print(
             f"{'level':>5} {'gw p50':>7} {'gw p99':>7} {'tri p50':>7} {'tri p99':>7} {'+p50':>6}"
@@ -140,7 +173,7 @@ def main() -> int:
             flush=True,
         )
         for level in args.levels:
-            _probe_level(level, routed, direct, args, load_cpus)
+            _probe_level(level, background, routed, direct, args, load_cpus)
         return 0
     finally:
         for item in reversed(started):
@@ -148,14 +181,21 @@ def main() -> int:
 
 
 def _probe_level(
-    level: int, routed: Target, direct: Target, args: argparse.Namespace, load_cpus: set[int]
+    level: int,
+    background_target: Target,
+    routed: Target,
+    direct: Target,
+    args: argparse.Namespace,
+    load_cpus: set[int],
 ) -> None:
     tpot_ms = level_tpot_ms(level, args.tpot_ms, args.token_rate)
     prompt = PROMPT if tpot_ms == args.tpot_ms else f"{PROMPT} [[tpot_ms={tpot_ms:.0f}]]"
     ramp_s = (args.ttft_ms + args.tokens * tpot_ms) / 1000
     background = None
     if level > 1:
-        job = Job((routed,), level - 1, 10**9, time.time() + 3600, args.tokens, prompt, ramp_s)
+        job = Job(
+            (background_target,), level - 1, 10**9, time.time() + 3600, args.tokens, prompt, ramp_s
+        )
         background = multiprocessing.get_context("fork").Process(target=_job_main, args=(job,))
         background.start()
         time.sleep(ramp_s + 2.0)  # every background stream has started and holds a request
