@@ -306,7 +306,8 @@ class GatewaySpec(_Frozen):
     admin_base_port: Port = 9200
     auth: AuthSpec = AuthSpec()
     #: CPUs the replicas run on (all of them share the set), e.g. ``"12-15"``; unset: where
-    #: the OS puts them. Cores of their own keep a replica from queueing behind Triton.
+    #: the OS puts them. Cores of their own keep a replica from queueing behind Triton; fewer
+    #: CPUs than replicas is a plan warning (replicas on one core slow each other).
     cpus: CpuList = ()
     #: How often an idle replica rehearses its request path to keep it in the CPU caches
     #: (router_service.keep_warm: 0.2-0.3 ms less time to first token when requests are sparse,

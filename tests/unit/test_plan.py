@@ -162,3 +162,17 @@ def test_fp8_refused_where_automatic_placement_lands_it(tmp_path: Path, engines_
         "fp8 needs compute capability 8.9 or newer; host h1 has A100-SXM-80GB (8.0)"
         in error.message
     )
+
+
+@pytest.mark.parametrize(("cpus", "warned"), [("3", True), ("2-3", False), (None, False)])
+def test_gateway_replicas_sharing_a_cpu_are_warned_about(
+    tmp_path: Path, engines_dir: Path, cpus: str | None, warned: bool
+) -> None:
+    data = gpu_inventory()
+    data["gateway"] = {"replicas": 2, **({"cpus": cpus} if cpus else {})}
+    plan = make_plan(load_inventory(write(tmp_path, data), engines_dir))
+    found = [f for f in plan.warnings if f.path == ("gateway", "cpus")]
+    assert bool(found) is warned
+    if warned:
+        assert found[0].message.startswith("2 gateway replicas share 1 CPU(s)")
+        assert not plan.errors  # a warning: oversubscribing may be deliberate
