@@ -42,9 +42,10 @@ fixed 2 ms TPOT, 1,000 streams offer 500,000 tokens/s, and on a small machine th
 then measures the queue. ``--token-rate 0`` keeps TPOT fixed. ``--pin-gateways CPUS`` runs the
 gateways and nginx on CPUS and everything else on the other CPUs, as a deployment gives the
 gateway its own cores. Gateways a group does not use are stopped (SIGSTOP) while it runs: an
-idle replica rehearses its request path, and on a shared CPU that slowed the measured one. ``--gateway-idle poll`` (root) keeps those cores polling instead of
-halting while idle, as a host tuned for latency does (``scripts/cpu_idle.py``); the header says
-which idle policy the gateway CPUs had.
+idle replica rehearses its request path, and on a shared CPU that slowed the measured one.
+``--gateway-idle poll`` (root) keeps those cores polling instead of halting while idle, as a
+host tuned for latency does (``scripts/cpu_idle.py``); the header says which idle policy the
+gateway CPUs had.
 
 ``--py-spy DIR`` samples the gateway with py-spy (``pip install py-spy``; needs ptrace) during
 each gateway path and prints the functions with the most own CPU samples. ``--gateway-src DIR``
