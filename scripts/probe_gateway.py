@@ -12,7 +12,8 @@ keeps the streams going, and one probe client measures:
   endpoint (the same client; the order of each pair is random), ``--gap-ms`` apart, so each
   probe finds the gateway carrying N - 1 streams and Triton serving them. ``--protocol grpc``
   probes over ModelStreamInfer instead (the gateway's KServe front end against Triton's gRPC
-  port, one kept call each, as the bench does); the background stays HTTP.
+  port, one kept call each, as the bench does), and the background streams use gRPC too, so the
+  gateway's gRPC server holds the N streams.
 
 Prints per level: probe TTFT p50/p99 both ways, added p50/p99 with 95 % bootstrap intervals, the
 gateway's own ``x-expert-router-overhead-ms`` p50/p99, and how busy the load side's CPUs were.
@@ -152,13 +153,12 @@ def main() -> int:
         started.append(gateway)
         if args.pin_gateways and gateway.process is not None:
             pin_group(gateway.process.pid, args.pin_gateways)
-        background = Target("gw-http", gateway.base_url, "expert-router")
         if args.protocol == "grpc":
             grpc_port = config["grpc_port"]
             routed = Target("gw-grpc", f"127.0.0.1:{grpc_port}", "expert-router")
             direct = Target("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble")
         else:
-            routed = background
+            routed = Target("gw-http", gateway.base_url, "expert-router")
             direct = Target("triton-http", f"http://127.0.0.1:{triton.http_port}", "ensemble")
         print(
             f"synthetic model: ttft {args.ttft_ms} ms; background: {args.tokens} tokens per"
@@ -173,7 +173,7 @@ def main() -> int:
             flush=True,
         )
         for level in args.levels:
-            _probe_level(level, background, routed, direct, args, load_cpus)
+            _probe_level(level, routed, direct, args, load_cpus)
         return 0
     finally:
         for item in reversed(started):
@@ -182,7 +182,6 @@ def main() -> int:
 
 def _probe_level(
     level: int,
-    background_target: Target,
     routed: Target,
     direct: Target,
     args: argparse.Namespace,
@@ -193,9 +192,7 @@ def _probe_level(
     ramp_s = (args.ttft_ms + args.tokens * tpot_ms) / 1000
     background = None
     if level > 1:
-        job = Job(
-            (background_target,), level - 1, 10**9, time.time() + 3600, args.tokens, prompt, ramp_s
-        )
+        job = Job((routed,), level - 1, 10**9, time.time() + 3600, args.tokens, prompt, ramp_s)
         background = multiprocessing.get_context("fork").Process(target=_job_main, args=(job,))
         background.start()
         time.sleep(ramp_s + 2.0)  # every background stream has started and holds a request
