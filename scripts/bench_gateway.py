@@ -106,6 +106,16 @@ from tests.support.processes import start_group, stop_group, wait_until  # noqa:
 from tests.support.triton import TritonServer, write_synthetic_repository  # noqa: E402
 
 PROMPT = "galaxy telescope orbit nebula planet comet"
+#: The k=3 router's corpus: three topics, each word order rotated (PROMPT is in the second).
+ROUTER_CORPUS = [
+    " ".join(words.split()[(i % 5) :] + words.split()[: (i % 5)])
+    for words in (
+        "recipe oven flour butter garlic simmer saucepan roast",
+        "galaxy telescope orbit nebula planet comet stellar quasar",
+        "stock bond dividend portfolio equity interest inflation ledger",
+    )
+    for i in range(40)
+]
 STREAMS_PER_CHANNEL = 100
 # Above this share of busy time on the load side's CPUs, a group's TTFTs measure its queue.
 SATURATED_PERCENT = 90.0
@@ -605,16 +615,7 @@ def run(args: argparse.Namespace) -> int:
         relay = _start_relay(root, triton.http_port, args.pin_gateways)
         started.append(relay.process)
         router_dir = root / "router"
-        corpus = [
-            " ".join(words.split()[(i % 5) :] + words.split()[: (i % 5)])
-            for words in (
-                "recipe oven flour butter garlic simmer saucepan roast",
-                "galaxy telescope orbit nebula planet comet stellar quasar",
-                "stock bond dividend portfolio equity interest inflation ledger",
-            )
-            for i in range(40)
-        ]
-        fit_router(corpus, k=3, seed=0).save(router_dir)
+        fit_router(ROUTER_CORPUS, k=3, seed=0).save(router_dir)
         table = routing_table(1, {f"e{i}": ([i], [triton.grpc_port]) for i in range(3)})
         want_nginx = not args.no_nginx and shutil.which("nginx") is not None
         sources = [args.gateway_src or REPO_ROOT] * (2 if want_nginx else 1)

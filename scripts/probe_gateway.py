@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_gateway import (
     PROMPT,
     REPO_ROOT,
+    ROUTER_CORPUS,
     Job,
     Target,
     _grpc_stream,
@@ -62,16 +63,6 @@ from router_service.classifier.fit import fit_router
 from tests.support.gateway import Gateway, routing_table
 from tests.support.ports import free_port
 from tests.support.triton import TritonServer, write_synthetic_repository
-
-CORPUS = [
-    " ".join(words.split()[(i % 5) :] + words.split()[: (i % 5)])
-    for words in (
-        "recipe oven flour butter garlic simmer saucepan roast",
-        "galaxy telescope orbit nebula planet comet stellar quasar",
-        "stock bond dividend portfolio equity interest inflation ledger",
-    )
-    for i in range(40)
-]
 
 
 async def probe(
@@ -140,7 +131,7 @@ def main() -> int:
         )
         triton = TritonServer(repository=repository, workdir=root / "triton").start()
         started.append(triton)
-        fit_router(CORPUS, k=3, seed=0).save(root / "router")
+        fit_router(ROUTER_CORPUS, k=3, seed=0).save(root / "router")
         config = {
             "router_dir": str(root / "router"),
             "routing": routing_table(1, {f"e{i}": ([i], [triton.grpc_port]) for i in range(3)}),
