@@ -516,6 +516,27 @@ def _nginx_conf(workdir: Path, http_port: int, gateways: list[Gateway]) -> Path:
     return path
 
 
+def start_nginx(
+    workdir: Path, gateways: list[Gateway], pin: set[int] | None
+) -> tuple[subprocess.Popen[bytes], str | None]:
+    """Start nginx with the product's config in front of ``gateways``, on the ``pin`` CPUs.
+
+    Returns the process and its base URL, or None for the URL when nginx did not answer.
+    """
+    port = free_port()
+    conf = _nginx_conf(workdir, port, gateways)
+    argv = ["nginx", "-e", str(workdir / "logs" / "error.log"), "-c", str(conf)]
+    argv += ["-p", f"{workdir}/", "-g", "daemon off;"]
+    nginx = start_group(argv, env=dict(os.environ), log_path=workdir / "stdout.log")
+    url = f"http://127.0.0.1:{port}"
+    if not wait_until(lambda: _http_ok(url + "/healthz"), timeout_s=10):
+        print("nginx did not start; skipping", file=sys.stderr)
+        return nginx, None
+    if pin:
+        pin_group(nginx.pid, pin)  # answering: its worker exists
+    return nginx, url
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 100, 1000])
@@ -650,30 +671,8 @@ def run(args: argparse.Namespace) -> int:
                 pin_group(gateway.process.pid, args.pin_gateways)
         nginx_url = None
         if want_nginx:
-            port = free_port()
-            conf = _nginx_conf(root / "nginx", port, gateways[:2])
-            nginx = start_group(
-                [
-                    "nginx",
-                    "-e",
-                    str(root / "nginx" / "logs" / "error.log"),
-                    "-c",
-                    str(conf),
-                    "-p",
-                    f"{root / 'nginx'}/",
-                    "-g",
-                    "daemon off;",
-                ],
-                env=dict(os.environ),
-                log_path=root / "nginx" / "stdout.log",
-            )
+            nginx, nginx_url = start_nginx(root / "nginx", gateways[:2], args.pin_gateways)
             started.append(nginx)
-            nginx_url = f"http://127.0.0.1:{port}"
-            if not wait_until(lambda: _http_ok(nginx_url + "/healthz"), timeout_s=10):
-                print("nginx did not start; skipping", file=sys.stderr)
-                nginx_url = None
-            elif args.pin_gateways:
-                pin_group(nginx.pid, args.pin_gateways)  # answering: its worker exists
         gw = gateways[0]
         baselines = {
             "triton-grpc": Target("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble"),

@@ -13,7 +13,9 @@ keeps the streams going, and one probe client measures:
   probe finds the gateway carrying N - 1 streams and Triton serving them. ``--protocol grpc``
   probes over ModelStreamInfer instead (the gateway's KServe front end against Triton's gRPC
   port, one kept call each, as the bench does), and the background streams use gRPC too, so the
-  gateway's gRPC server holds the N streams.
+  gateway's gRPC server holds the N streams. ``--nginx`` probes (and loads) over HTTP through
+  NGINX in front of two replicas, with the config ``expert-deploy up`` renders, as the bench's
+  ``nginx-http`` path does.
 
 Prints per level: probe TTFT p50/p99 both ways, added p50/p99 with 95 % bootstrap intervals, the
 gateway's own ``x-expert-router-overhead-ms`` p50/p99, and how busy the load side's CPUs were.
@@ -30,6 +32,8 @@ import itertools
 import multiprocessing
 import os
 import random
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +59,7 @@ from bench_gateway import (
     level_tpot_ms,
     parse_cpus,
     pin_group,
+    start_nginx,
 )
 from sse_client import SseConnection
 from tritonclient.grpc import service_pb2_grpc
@@ -62,6 +67,7 @@ from tritonclient.grpc import service_pb2_grpc
 from router_service.classifier.fit import fit_router
 from tests.support.gateway import Gateway, routing_table
 from tests.support.ports import free_port
+from tests.support.processes import stop_group
 from tests.support.triton import TritonServer, write_synthetic_repository
 
 
@@ -113,7 +119,21 @@ def main() -> int:
     parser.add_argument("--tokens", type=int, default=16, help="per background request")
     parser.add_argument("--token-rate", type=float, default=2000.0)
     parser.add_argument("--pin-gateways", type=parse_cpus, help="default: the last CPU")
+    parser.add_argument(
+        "--nginx",
+        action="store_true",
+        help="probe over HTTP through NGINX in front of two replicas (the bench's nginx-http)",
+    )
+    parser.add_argument(
+        "--keep-warm-ms",
+        type=float,
+        help="the gateway's keep_warm.interval_ms (default: the gateway's; 0: off)",
+    )
     args = parser.parse_args()
+    if args.nginx and args.protocol != "http":
+        parser.error("--nginx probes over HTTP; leave out --protocol grpc")
+    if args.nginx and shutil.which("nginx") is None:
+        parser.error("--nginx needs nginx on PATH (apt-get install nginx)")
     cpus = os.sched_getaffinity(0)
     if args.pin_gateways is None and len(cpus) >= 2:
         args.pin_gateways = {max(cpus)}
@@ -124,7 +144,7 @@ def main() -> int:
     if args.pin_gateways:
         os.sched_setaffinity(0, cpus - args.pin_gateways)
     load_cpus = os.sched_getaffinity(0)
-    started: list[TritonServer | Gateway] = []
+    started: list[TritonServer | Gateway | subprocess.Popen[bytes]] = []
     try:
         repository = write_synthetic_repository(
             root / "repo", ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms, default_tokens=args.tokens
@@ -139,12 +159,27 @@ def main() -> int:
             "limits": {"max_inflight_per_upstream": 4096, "max_queue_per_upstream": 4096},
             "grpc_port": free_port(),
         }
+        if args.keep_warm_ms is not None:
+            config["keep_warm"] = {"interval_ms": args.keep_warm_ms}
         source = {"PYTHONPATH": str(REPO_ROOT)}  # this checkout's router_service
-        gateway = Gateway(root / "gateway", config, env=source).start()
-        started.append(gateway)
-        if args.pin_gateways and gateway.process is not None:
-            pin_group(gateway.process.pid, args.pin_gateways)
-        if args.protocol == "grpc":
+        gateways = []
+        for index in range(2 if args.nginx else 1):
+            replica = {**config, "grpc_port": free_port()} if index else config
+            gateway = Gateway(root / f"gateway{index}", replica, env=source).start()
+            started.append(gateway)
+            gateways.append(gateway)
+            if args.pin_gateways and gateway.process is not None:
+                pin_group(gateway.process.pid, args.pin_gateways)
+        gateway = gateways[0]
+        if args.nginx:
+            nginx, url = start_nginx(root / "nginx", gateways, args.pin_gateways)
+            started.append(nginx)
+            if url is None:
+                print(f"nginx did not start; see {root / 'nginx' / 'logs'}", file=sys.stderr)
+                return 1
+            routed = Target("nginx-http", url, "expert-router")
+            direct = Target("triton-http", f"http://127.0.0.1:{triton.http_port}", "ensemble")
+        elif args.protocol == "grpc":
             grpc_port = config["grpc_port"]
             routed = Target("gw-grpc", f"127.0.0.1:{grpc_port}", "expert-router")
             direct = Target("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble")
@@ -155,7 +190,7 @@ def main() -> int:
             f"synthetic model: ttft {args.ttft_ms} ms; background: {args.tokens} tokens per"
             f" request, ≤ {args.token_rate:.0f} tokens/s; probe: {args.pairs} pairs per level,"
             f" one token, {args.gap_ms} ms apart;"
-            f" over {args.protocol}; gateway pinned to {sorted(args.pin_gateways or [])}"
+            f" over {routed.name}; gateways pinned to {sorted(args.pin_gateways or [])}"
         )
         print(
             f"{'level':>5} {'gw p50':>7} {'gw p99':>7} {'tri p50':>7} {'tri p99':>7} {'+p50':>6}"
@@ -168,7 +203,10 @@ def main() -> int:
         return 0
     finally:
         for item in reversed(started):
-            item.stop()
+            if isinstance(item, subprocess.Popen):
+                stop_group(item)
+            else:
+                item.stop()
 
 
 def _probe_level(

@@ -86,12 +86,20 @@ def test_ref_gateway_runs_interleaved_with_its_own_keep_warm() -> None:
 PROBE = SCRIPT.with_name("probe_gateway.py")
 
 
-@pytest.mark.parametrize("protocol", ["http", "grpc"])
-def test_probe_script_prints_a_row_per_level(protocol: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "options"),
+    [
+        ("gw-http", ["--protocol", "http"]),
+        ("gw-grpc", ["--protocol", "grpc"]),
+        ("nginx-http", ["--nginx"]),
+    ],
+)
+def test_probe_script_prints_a_row_per_level(path: str, options: list[str]) -> None:
     argv = [sys.executable, str(PROBE), "--levels", "1", "4", "--pairs", "8"]
-    argv += ["--token-rate", "500", "--gap-ms", "5", "--protocol", protocol]
+    argv += ["--token-rate", "500", "--gap-ms", "5", *options]
     run = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
+    assert f"over {path};" in run.stdout, run.stdout
     rows = {
         int(line.split()[0]): line.split()
         for line in run.stdout.splitlines()
