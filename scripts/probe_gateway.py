@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
 import multiprocessing
 import os
@@ -61,6 +62,7 @@ from bench_gateway import (
     pin_group,
     start_nginx,
 )
+from cpu_idle import CpuIdleError, describe_idle, polling_idle
 from sse_client import SseConnection
 from tritonclient.grpc import service_pb2_grpc
 
@@ -129,6 +131,13 @@ def main() -> int:
         type=float,
         help="the gateway's keep_warm.interval_ms (default: the gateway's; 0: off)",
     )
+    parser.add_argument(
+        "--gateway-idle",
+        choices=("default", "poll"),
+        default="default",
+        help="poll: the --pin-gateways CPUs idle only by polling during the run (root;"
+        " scripts/cpu_idle.py), as on a host tuned for latency",
+    )
     args = parser.parse_args()
     if args.nginx and args.protocol != "http":
         parser.error("--nginx probes over HTTP; leave out --protocol grpc")
@@ -139,6 +148,22 @@ def main() -> int:
         args.pin_gateways = {max(cpus)}
     if args.pin_gateways and not args.pin_gateways < cpus:
         parser.error("--pin-gateways must leave at least one CPU to the load side")
+    if args.gateway_idle == "poll" and not args.pin_gateways:
+        parser.error("--gateway-idle poll needs --pin-gateways (the CPUs to keep polling)")
+    try:
+        with (
+            polling_idle(args.pin_gateways)
+            if args.gateway_idle == "poll"
+            else contextlib.nullcontext()
+        ):
+            return run(args)
+    except CpuIdleError as exc:
+        parser.error(str(exc))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start Triton, the gateway(s) and nginx, and print one row per level."""
+    cpus = os.sched_getaffinity(0)
     root = Path(tempfile.mkdtemp(prefix="probe_gateway_"))
     os.chdir(root)  # python -m router_service puts the working directory on sys.path
     if args.pin_gateways:
@@ -192,6 +217,9 @@ def main() -> int:
             f" one token, {args.gap_ms} ms apart;"
             f" over {routed.name}; gateways pinned to {sorted(args.pin_gateways or [])}"
         )
+        print(describe_idle(args.pin_gateways or cpus))
+        keep_warm = "the gateway's" if args.keep_warm_ms is None else f"{args.keep_warm_ms:g}"
+        print(f"keep_warm.interval_ms: {keep_warm}")
         print(
             f"{'level':>5} {'gw p50':>7} {'gw p99':>7} {'tri p50':>7} {'tri p99':>7} {'+p50':>6}"
             f" {'+p50 95% CI':>13} {'+p99':>6} {'+p99 95% CI':>13} {'own50':>6} {'own99':>6}"

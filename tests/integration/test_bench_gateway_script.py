@@ -91,7 +91,7 @@ PROBE = SCRIPT.with_name("probe_gateway.py")
     [
         ("gw-http", ["--protocol", "http"]),
         ("gw-grpc", ["--protocol", "grpc"]),
-        ("nginx-http", ["--nginx"]),
+        ("nginx-http", ["--nginx", "--keep-warm-ms", "1"]),
     ],
 )
 def test_probe_script_prints_a_row_per_level(path: str, options: list[str]) -> None:
@@ -100,6 +100,9 @@ def test_probe_script_prints_a_row_per_level(path: str, options: list[str]) -> N
     run = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"over {path};" in run.stdout, run.stdout
+    keep_warm = "1" if "--keep-warm-ms" in options else "the gateway's"
+    assert f"keep_warm.interval_ms: {keep_warm}\n" in run.stdout, run.stdout
+    assert "cpuidle " in run.stdout, run.stdout  # the gateway CPUs' idle policy
     rows = {
         int(line.split()[0]): line.split()
         for line in run.stdout.splitlines()
