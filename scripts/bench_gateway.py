@@ -98,7 +98,11 @@ from router_service.triton_codec import (  # noqa: E402
     build_infer_request,
     decode_stream_response,
 )
-from scripts.cpu_idle import CpuIdleError, describe_idle, polling_idle  # noqa: E402
+from scripts.cpu_idle import (  # noqa: E402
+    add_gateway_idle_option,
+    describe_idle,
+    run_with_gateway_idle,
+)
 from scripts.sse_client import SseConnection  # noqa: E402
 from tests.support.gateway import Gateway, routing_table  # noqa: E402
 from tests.support.ports import free_port  # noqa: E402
@@ -530,7 +534,6 @@ def start_nginx(
     nginx = start_group(argv, env=dict(os.environ), log_path=workdir / "stdout.log")
     url = f"http://127.0.0.1:{port}"
     if not wait_until(lambda: _http_ok(url + "/healthz"), timeout_s=10):
-        print("nginx did not start; skipping", file=sys.stderr)
         return nginx, None
     if pin:
         pin_group(nginx.pid, pin)  # answering: its worker exists
@@ -589,13 +592,7 @@ def main() -> int:
         type=float,
         help="the --ref-src gateway's keep_warm.interval_ms (default: --keep-warm-ms)",
     )
-    parser.add_argument(
-        "--gateway-idle",
-        choices=("default", "poll"),
-        default="default",
-        help="poll: the --pin-gateways CPUs idle only by polling during the run (root;"
-        " scripts/cpu_idle.py), as on a host tuned for latency",
-    )
+    add_gateway_idle_option(parser)
     args = parser.parse_args()
     # Resolved before the chdir below, so relative folders mean what the caller meant.
     args.gateway_src = args.gateway_src and args.gateway_src.resolve()
@@ -604,17 +601,7 @@ def main() -> int:
         args.ref_keep_warm_ms = args.keep_warm_ms
     if args.pin_gateways and not os.sched_getaffinity(0) - args.pin_gateways:
         parser.error("--pin-gateways must leave at least one CPU for Triton and the clients")
-    if args.gateway_idle == "poll" and not args.pin_gateways:
-        parser.error("--gateway-idle poll needs --pin-gateways (the CPUs to keep polling)")
-    try:
-        with (
-            polling_idle(args.pin_gateways)
-            if args.gateway_idle == "poll"
-            else contextlib.nullcontext()
-        ):
-            return run(args)
-    except CpuIdleError as exc:
-        parser.error(str(exc))
+    return run_with_gateway_idle(parser, args, run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -673,6 +660,8 @@ def run(args: argparse.Namespace) -> int:
         if want_nginx:
             nginx, nginx_url = start_nginx(root / "nginx", gateways[:2], args.pin_gateways)
             started.append(nginx)
+            if nginx_url is None:
+                print("nginx did not start; skipping", file=sys.stderr)
         gw = gateways[0]
         baselines = {
             "triton-grpc": Target("triton-grpc", f"127.0.0.1:{triton.grpc_port}", "ensemble"),

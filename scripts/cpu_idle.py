@@ -16,11 +16,18 @@ limit. Writing it needs root. :func:`polling_idle` restores every value it chang
 
 from __future__ import annotations
 
+import argparse
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["CpuIdleError", "describe_idle", "polling_idle"]
+__all__ = [
+    "CpuIdleError",
+    "add_gateway_idle_option",
+    "describe_idle",
+    "polling_idle",
+    "run_with_gateway_idle",
+]
 
 SYSFS_CPU = Path("/sys/devices/system/cpu")
 _NO_WAKE_LATENCY = "n/a"
@@ -81,3 +88,36 @@ def polling_idle(cpus: set[int], root: Path = SYSFS_CPU) -> Iterator[None]:
     finally:
         for path, value in previous.items():
             path.write_text(value)
+
+
+def add_gateway_idle_option(parser: argparse.ArgumentParser) -> None:
+    """The benchmarks' ``--gateway-idle default|poll`` option (pairs with ``--pin-gateways``)."""
+    parser.add_argument(
+        "--gateway-idle",
+        choices=("default", "poll"),
+        default="default",
+        help="poll: the --pin-gateways CPUs idle only by polling during the run (root;"
+        " scripts/cpu_idle.py), as on a host tuned for latency",
+    )
+
+
+def run_with_gateway_idle(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace], int],
+) -> int:
+    """``run(args)`` under the ``--gateway-idle`` policy for ``args.pin_gateways``.
+
+    A policy that cannot be set ends the program with a usage error that says why.
+    """
+    if args.gateway_idle == "poll" and not args.pin_gateways:
+        parser.error("--gateway-idle poll needs --pin-gateways (the CPUs to keep polling)")
+    try:
+        with (
+            polling_idle(args.pin_gateways)
+            if args.gateway_idle == "poll"
+            else contextlib.nullcontext()
+        ):
+            return run(args)
+    except CpuIdleError as exc:
+        parser.error(str(exc))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import itertools
 import multiprocessing
 import os
@@ -54,6 +53,7 @@ from bench_gateway import (
     _http_stream,
     _job_main,
     _percentile,
+    _setting,
     added_intervals,
     busy_percent,
     cpu_jiffies,
@@ -62,7 +62,7 @@ from bench_gateway import (
     pin_group,
     start_nginx,
 )
-from cpu_idle import CpuIdleError, describe_idle, polling_idle
+from cpu_idle import add_gateway_idle_option, describe_idle, run_with_gateway_idle
 from sse_client import SseConnection
 from tritonclient.grpc import service_pb2_grpc
 
@@ -131,13 +131,7 @@ def main() -> int:
         type=float,
         help="the gateway's keep_warm.interval_ms (default: the gateway's; 0: off)",
     )
-    parser.add_argument(
-        "--gateway-idle",
-        choices=("default", "poll"),
-        default="default",
-        help="poll: the --pin-gateways CPUs idle only by polling during the run (root;"
-        " scripts/cpu_idle.py), as on a host tuned for latency",
-    )
+    add_gateway_idle_option(parser)
     args = parser.parse_args()
     if args.nginx and args.protocol != "http":
         parser.error("--nginx probes over HTTP; leave out --protocol grpc")
@@ -148,17 +142,7 @@ def main() -> int:
         args.pin_gateways = {max(cpus)}
     if args.pin_gateways and not args.pin_gateways < cpus:
         parser.error("--pin-gateways must leave at least one CPU to the load side")
-    if args.gateway_idle == "poll" and not args.pin_gateways:
-        parser.error("--gateway-idle poll needs --pin-gateways (the CPUs to keep polling)")
-    try:
-        with (
-            polling_idle(args.pin_gateways)
-            if args.gateway_idle == "poll"
-            else contextlib.nullcontext()
-        ):
-            return run(args)
-    except CpuIdleError as exc:
-        parser.error(str(exc))
+    return run_with_gateway_idle(parser, args, run)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -218,8 +202,7 @@ def run(args: argparse.Namespace) -> int:
             f" over {routed.name}; gateways pinned to {sorted(args.pin_gateways or [])}"
         )
         print(describe_idle(args.pin_gateways or cpus))
-        keep_warm = "the gateway's" if args.keep_warm_ms is None else f"{args.keep_warm_ms:g}"
-        print(f"keep_warm.interval_ms: {keep_warm}")
+        print(f"keep_warm.interval_ms: {_setting(args.keep_warm_ms)}")
         print(
             f"{'level':>5} {'gw p50':>7} {'gw p99':>7} {'tri p50':>7} {'tri p99':>7} {'+p50':>6}"
             f" {'+p50 95% CI':>13} {'+p99':>6} {'+p99 95% CI':>13} {'own50':>6} {'own99':>6}"

@@ -100,7 +100,7 @@ def test_probe_script_prints_a_row_per_level(path: str, options: list[str]) -> N
     run = subprocess.run(argv, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"over {path};" in run.stdout, run.stdout
-    keep_warm = "1" if "--keep-warm-ms" in options else "the gateway's"
+    keep_warm = "1" if "--keep-warm-ms" in options else "the gateway's default"
     assert f"keep_warm.interval_ms: {keep_warm}\n" in run.stdout, run.stdout
     assert "cpuidle " in run.stdout, run.stdout  # the gateway CPUs' idle policy
     rows = {
